@@ -1,0 +1,324 @@
+"""The ``mdgan`` command line: embed, partition, train, sample and demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from .config import ConfigError, TrainConfig, load_config
+
+app = typer.Typer(
+    name="mdgan",
+    help="Train one GAN generator against several discriminators whose tasks are allocated by "
+    "CLIP (CLIP-MDGAN).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="YAML, JSON or TOML configuration file.", exists=True, dir_okay=False),
+]
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a setting, e.g. --set optim.lr_g=1e-4 (repeatable)."),
+]
+
+
+class RichProgress:
+    """Draws the library's progress reports as rich progress bars."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def start(self, task: str, total: int | None, description: str = "") -> None:
+        self.tasks[task] = self.progress.add_task(description or task, total=total, info="")
+
+    def advance(self, task: str, amount: int = 1, **fields: object) -> None:
+        if task not in self.tasks:
+            return
+        info = "  ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items()
+        )
+        self.progress.update(self.tasks[task], advance=amount, info=info)
+
+    def stop(self, task: str) -> None:
+        if task in self.tasks:
+            self.progress.update(self.tasks[task], visible=True)
+            self.progress.stop_task(self.tasks.pop(task))
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+    )
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings and errors only.")] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, markup=False)],
+        force=True,
+    )
+
+
+def _config(config: Optional[Path], overrides: Optional[list[str]], extra: list[str] = ()) -> TrainConfig:
+    try:
+        return load_config(config, list(overrides or []) + list(extra))
+    except ConfigError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+
+
+def _fail(error: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {error}")
+    return typer.Exit(1)
+
+
+def _load_data(cfg: TrainConfig, bars: RichProgress):
+    from .data import DatasetError, load_dataset
+
+    state = {"done": 0}
+
+    def report(done: int, total: int) -> None:
+        if "decode" not in bars.tasks:
+            bars.start("decode", total, "decode")
+        bars.advance("decode", done - state["done"])
+        state["done"] = done
+
+    try:
+        dataset = load_dataset(cfg.data, progress=report)
+    except (DatasetError, OSError, ValueError) as error:
+        raise _fail(error) from error
+    bars.stop("decode")
+    if dataset.skipped:
+        console.print(f"[yellow]{len(dataset.skipped)} unreadable files skipped[/yellow], first: {dataset.skipped[0][0]}")
+    return dataset
+
+
+def _embedder(cfg: TrainConfig, channels: int):
+    from .build import build_embedder, resolve_device
+    from .embedders import ClipWeightsNotFoundError
+
+    try:
+        return build_embedder(cfg.embedder, channels, resolve_device(cfg.device))
+    except (ClipWeightsNotFoundError, ValueError, RuntimeError) as error:
+        raise _fail(error) from error
+
+
+@app.command()
+def embed(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors file of features [N, D].")],
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Embed every image of a dataset and save the features."""
+    from .features import compute_features, save_features
+
+    cfg = _config(config, overrides)
+    with _progress() as progress:
+        bars = RichProgress(progress)
+        dataset = _load_data(cfg, bars)
+        embedder, reason = _embedder(cfg, dataset.channels)
+        started = time.perf_counter()
+        features = compute_features(dataset, embedder, cfg.embedder.batch_size, progress=bars)
+    save_features(out, features, {"embedder": embedder.describe(), "dataset": dataset.name})
+    table = Table(title="features")
+    for column in ("dataset", "images", "dim", "embedder", "why", "seconds", "file"):
+        table.add_column(column)
+    table.add_row(
+        dataset.name, str(len(features)), str(features.shape[1]), embedder.describe(), reason,
+        f"{time.perf_counter() - started:.1f}", str(out),
+    )
+    console.print(table)
+
+
+def _print_partition(partition) -> None:
+    for level in range(partition.num_levels):
+        table = Table(title=f"level {level}: {partition.num_classes(level)} classes")
+        table.add_column("class", justify="right")
+        table.add_column("name")
+        table.add_column("images", justify="right")
+        table.add_column("share", justify="right")
+        table.add_column("parent", justify="right")
+        sizes = partition.class_sizes(level)
+        for c, size in enumerate(sizes):
+            table.add_row(
+                str(c), partition.class_names[level][c], str(size),
+                f"{100 * size / partition.num_images:.1f}%", str(partition.parents[level][c]),
+            )
+        console.print(table)
+
+
+@app.command()
+def partition(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the partition and previews.")],
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    features: Annotated[
+        Optional[Path], typer.Option(help="Features from 'mdgan embed'; computed when omitted.")
+    ] = None,
+) -> None:
+    """Split a dataset into nested classes (Ward or prompts) and write preview grids."""
+    from .build import build_partitioner
+    from .features import compute_features, load_features
+    from .outputs import write_partition
+
+    cfg = _config(config, overrides)
+    with _progress() as progress:
+        bars = RichProgress(progress)
+        dataset = _load_data(cfg, bars)
+        embedder, reason = _embedder(cfg, dataset.channels)
+        if features is not None:
+            values = load_features(features)
+            if len(values) != len(dataset):
+                raise _fail(ValueError(
+                    f"{features} holds {len(values)} feature rows but the dataset has {len(dataset)} "
+                    "images; embed the same data settings"
+                ))
+        else:
+            values = compute_features(dataset, embedder, cfg.embedder.batch_size, progress=bars)
+    try:
+        result = build_partitioner(cfg.partition, embedder).fit(values)
+    except ValueError as error:
+        raise _fail(error) from error
+    write_partition(out, result, values, dataset, embedder.describe(), reason,
+                    cfg.output.preview_per_class, cfg.seed)
+    _print_partition(result)
+    console.print(f"partition and previews written to [bold]{out}[/bold]")
+
+
+def _train(cfg: TrainConfig, resume: bool) -> Path:
+    from .checkpoint import CheckpointNotFoundError
+    from .trainer import Trainer
+
+    with _progress() as progress:
+        bars = RichProgress(progress)
+        dataset = _load_data(cfg, bars)
+        try:
+            trainer = Trainer(cfg, dataset=dataset, progress=bars)
+            console.print(f"embedder: [bold]{trainer.embedder.describe()}[/bold] ({trainer.embedder_reason})")
+            run_dir = trainer.train(resume=resume)
+        except (CheckpointNotFoundError, ValueError, RuntimeError) as error:
+            raise _fail(error) from error
+    _print_run_summary(run_dir)
+    return run_dir
+
+
+def _print_run_summary(run_dir: Path) -> None:
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    table = Table(title=f"run {run_dir}")
+    for column in ("step", "D", "loss_g", "loss_d", "real_per_d", "fake_per_d", "seconds"):
+        table.add_column(column)
+    shown = records if len(records) <= 12 else records[:: max(1, len(records) // 12)] + records[-1:]
+    for r in shown:
+        losses = ", ".join("-" if v is None else f"{v:.3f}" for v in r["loss_d"])
+        table.add_row(
+            str(r["step"]), str(r["num_discriminators"]), f"{r['loss_g']:.3f}", losses,
+            str(r["real_per_d"]), str(r["fake_per_d"]), f"{r['seconds']:.1f}",
+        )
+    console.print(table)
+    console.print(
+        f"samples: {run_dir / 'samples'}\npartition previews: {run_dir / 'partition'}\n"
+        f"checkpoints: {run_dir / 'checkpoints'}"
+    )
+
+
+@app.command()
+def train(
+    config: Annotated[
+        Optional[Path], typer.Argument(help="YAML, JSON or TOML configuration file.", exists=True, dir_okay=False)
+    ] = None,
+    overrides: SetOption = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (output.dir).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training length in steps (optim.steps).", min=1)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint.")] = False,
+) -> None:
+    """Train from a configuration file plus overrides."""
+    extra = []
+    if resume and config is None and out is not None and (out / "config.yaml").is_file():
+        config = out / "config.yaml"
+    if out is not None:
+        extra.append(f"output.dir={out}")
+    if steps is not None:
+        extra.append(f"optim.steps={steps}")
+    _train(_config(config, overrides, extra), resume)
+
+
+@app.command()
+def sample(
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory or checkpoint .safetensors file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file for a grid, or a directory with --files.")],
+    num: Annotated[int, typer.Option("--num", "-n", help="Number of images.", min=1)] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the noise.")] = 0,
+    files: Annotated[bool, typer.Option("--files", help="Write one PNG per image instead of a grid.")] = False,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
+) -> None:
+    """Generate images from a trained generator."""
+    from .checkpoint import CheckpointNotFoundError
+    from .sampling import generate, load_generator, save_images
+
+    try:
+        generator, metadata = load_generator(checkpoint, device)
+    except (CheckpointNotFoundError, KeyError, ValueError) as error:
+        raise _fail(error) from error
+    images = generate(generator, num, seed)
+    written = save_images(images, out, as_files=files)
+    console.print(
+        f"{num} images from step {metadata['step']} ({metadata['num_discriminators']} discriminators) "
+        f"written to [bold]{written}[/bold]"
+    )
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path("runs/demo"),
+    steps: Annotated[int, typer.Option(help="Training steps; growth happens at 1/3 and 2/3.", min=3)] = 2400,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
+    overrides: SetOption = None,
+) -> None:
+    """Run the whole method on Fashion-MNIST at 32x32: embed, Ward into 4 classes, grow 1->2->4."""
+    from .demo import demo_overrides
+
+    cfg = _config(None, demo_overrides(out, steps, device) + list(overrides or []))
+    started = time.perf_counter()
+    run_dir = _train(cfg, resume=False)
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    console.print(f"try: mdgan sample {run_dir} --out {run_dir / 'grid.png'}")
+
+
+if __name__ == "__main__":
+    app()

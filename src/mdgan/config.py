@@ -1,0 +1,352 @@
+"""Typed configuration of a training run.
+
+Every section is a pydantic model that rejects unknown keys, so a misspelt option is an error
+naming the field instead of a silently ignored value. A configuration is read from YAML, JSON or
+TOML with :func:`load_config` and adjusted with dotted overrides such as
+``optim.lr_g=1e-4`` through :func:`apply_overrides`.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "EmbedderConfig",
+    "GrowthConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "OutputConfig",
+    "PartitionConfig",
+    "SelectorConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """Raised when a configuration file or override cannot be read or is invalid."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Training images and how they are decoded."""
+
+    source: Literal["fashion-mnist", "folder"] = "fashion-mnist"
+    path: Path | None = Field(
+        default=None,
+        description="Image folder (source 'folder') or folder with the Fashion-MNIST idx files.",
+    )
+    split: Literal["train", "test"] = Field(default="train", description="Fashion-MNIST split.")
+    image_size: int = Field(default=32, gt=0, description="Side of the square training images.")
+    channels: Literal[1, 3] | None = Field(
+        default=None, description="1 or 3; None keeps the dataset's own (1 for Fashion-MNIST)."
+    )
+    center_crop: int | Literal["auto"] | None = Field(
+        default="auto",
+        description="Square centre crop in pixels before resizing; 'auto' crops CelebA's "
+        "img_align_celeba to 178x178, and None or 'auto' on other folders takes the centre "
+        "square of the shorter side.",
+    )
+    max_images: int | None = Field(default=None, gt=0, description="Use only the first N images.")
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Where decoded uint8 arrays are cached; None uses ~/.cache/mdgan.",
+    )
+    download: bool = Field(
+        default=True, description="Let torchvision download Fashion-MNIST when no local copy exists."
+    )
+
+    @model_validator(mode="after")
+    def _folder_needs_path(self) -> DataConfig:
+        if self.source == "folder" and self.path is None:
+            raise ValueError("data.path is required when data.source is 'folder'")
+        return self
+
+
+class EmbedderConfig(_Section):
+    """Feature extractor used to partition real images and to route generated ones."""
+
+    kind: Literal["auto", "clip", "pixel"] = Field(
+        default="auto",
+        description="'auto' uses CLIP when its weights are available locally and pixels otherwise.",
+    )
+    clip_model: str = Field(default="ViT-B-32", description="open_clip architecture name.")
+    clip_pretrained: str | None = Field(
+        default="openai",
+        description="open_clip pretrained tag, or a local checkpoint file (.pt, .bin, .safetensors).",
+    )
+    clip_cache_dir: Path | None = Field(default=None, description="open_clip download cache.")
+    pixel_size: int = Field(default=8, gt=0, description="Side of the downsampled pixel features.")
+    pixel_pca_components: int | None = Field(
+        default=None, gt=0, description="Reduce pixel features to this many PCA components."
+    )
+    normalize: bool = Field(default=True, description="L2-normalise CLIP features.")
+    batch_size: int = Field(default=256, gt=0, description="Images per batch when embedding a dataset.")
+
+
+class PartitionConfig(_Section):
+    """How the training set is split into classes, one discriminator per class."""
+
+    method: Literal["ward", "prompts"] = "ward"
+    num_classes: int = Field(default=4, gt=0, description="Classes at the last growth level.")
+    mode: Literal["binary", "flat"] = Field(
+        default="binary",
+        description="Ward levels: 'binary' splits each class at its own top merge; 'flat' cuts "
+        "the Ward tree at 1, 2, 4, ... classes.",
+    )
+    max_exact_size: int = Field(
+        default=20_000,
+        gt=1,
+        description="Above this many images, Ward runs on a random subset of this size and the "
+        "other images join the nearest class mean.",
+    )
+    prompts: list[str] | None = Field(
+        default=None, description="Leaf prompts, one class each (method 'prompts')."
+    )
+    prompt_hierarchy: list[Any] | None = Field(
+        default=None,
+        description="Prompts as a nested binary hierarchy, e.g. [[\"man with a smile\", "
+        "\"man with a neutral face\"], [\"woman with a smile\", \"woman with a neutral face\"]]; "
+        "replaces 'prompts' when given.",
+    )
+    prompt_templates: list[str] = Field(
+        default_factory=lambda: ["a photo of a {}."],
+        description="Templates with one '{}' for the prompt; their embeddings are averaged.",
+    )
+    seed: int = Field(default=0, description="Seed of the Ward subset.")
+
+    @field_validator("prompt_hierarchy")
+    @classmethod
+    def _nested_strings(cls, hierarchy: list[Any] | None) -> list[Any] | None:
+        def check(node: Any, path: str) -> None:
+            if isinstance(node, str):
+                return
+            if not isinstance(node, list) or not 1 <= len(node) <= 2:
+                raise ValueError(
+                    f"node {path} must be a prompt or a list of one or two nodes, got {node!r}"
+                )
+            for index, child in enumerate(node):
+                check(child, f"{path}[{index}]")
+
+        if hierarchy is not None:
+            check(hierarchy, "prompt_hierarchy")
+        return hierarchy
+
+    @model_validator(mode="after")
+    def _check_prompts(self) -> PartitionConfig:
+        if self.method == "prompts" and not self.prompts and not self.prompt_hierarchy:
+            raise ValueError(
+                "partition.prompts or partition.prompt_hierarchy is required when "
+                "partition.method is 'prompts'"
+            )
+        if (
+            self.method == "prompts"
+            and "num_classes" in self.model_fields_set
+            and self.prompts
+            and self.prompt_hierarchy is None
+            and self.num_classes != len(self.prompts)
+        ):
+            raise ValueError(
+                f"partition.num_classes is {self.num_classes} but {len(self.prompts)} prompts are "
+                "given; with prompts the class count is the prompt count, so drop num_classes"
+            )
+        for template in self.prompt_templates:
+            if template.count("{}") != 1:
+                raise ValueError(
+                    f"partition.prompt_templates entry {template!r} must contain '{{}}' exactly once"
+                )
+        return self
+
+
+class SelectorConfig(_Section):
+    """Nearest-class-mean routing of generated images."""
+
+    kind: Literal["torch", "faiss"] = "torch"
+
+
+class GrowthConfig(_Section):
+    """When the bank of discriminators grows."""
+
+    kind: Literal["fixed", "constant"] = Field(
+        default="fixed",
+        description="'fixed' grows at milestones; 'constant' keeps one level from the start.",
+    )
+    unit: Literal["steps", "epochs"] = "epochs"
+    milestones: list[int] = Field(
+        default_factory=lambda: [50, 100],
+        description="Start of growth levels 1, 2, ... in the chosen unit (fixed schedule).",
+    )
+    level: int = Field(
+        default=2, ge=0, description="Growth level used from the start (constant schedule)."
+    )
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, milestones: list[int]) -> list[int]:
+        if any(m <= 0 for m in milestones):
+            raise ValueError(f"milestones must be positive, got {milestones}")
+        if any(b <= a for a, b in zip(milestones, milestones[1:])):
+            raise ValueError(f"milestones must be strictly increasing, got {milestones}")
+        return milestones
+
+
+class ModelConfig(_Section):
+    """DCGAN generator and discriminator."""
+
+    latent_dim: int = Field(default=100, gt=0)
+    generator_width: int = Field(default=64, gt=0, description="Channels of the last generator block.")
+    discriminator_width: int = Field(
+        default=64, gt=0, description="Channels of the first discriminator block."
+    )
+    discriminator_norm: Literal["batch", "none"] = "batch"
+
+
+class OptimConfig(_Section):
+    """Optimisers, loss and training length."""
+
+    batch_size: int = Field(default=64, gt=0)
+    lr_g: float = Field(default=2e-4, gt=0)
+    lr_d: float = Field(default=2e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    loss: Literal["non-saturating", "hinge"] = "non-saturating"
+    epochs: int | None = Field(default=150, gt=0, description="Training length in epochs.")
+    steps: int | None = Field(
+        default=None, gt=0, description="Training length in steps; replaces epochs when set."
+    )
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must lie in [0, 1), got {betas}")
+        return betas
+
+
+class OutputConfig(_Section):
+    """Run directory and how often it is written."""
+
+    dir: Path = Path("runs/mdgan")
+    log_every: int = Field(default=50, gt=0, description="Steps between metrics.jsonl lines.")
+    sample_every: int = Field(default=500, gt=0, description="Steps between sample grids.")
+    checkpoint_every: int = Field(default=1000, gt=0, description="Steps between checkpoints.")
+    num_samples: int = Field(default=64, gt=0, description="Images in each sample grid.")
+    preview_per_class: int = Field(
+        default=16, gt=0, description="Real images per class in the partition previews."
+    )
+
+
+class TrainConfig(_Section):
+    """Complete configuration of a CLIP-MDGAN training run."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    selector: SelectorConfig = Field(default_factory=SelectorConfig)
+    growth: GrowthConfig = Field(default_factory=GrowthConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    seed: int = 0
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        return device
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> TrainConfig:
+        if self.optim.steps is None and self.optim.epochs is None:
+            raise ValueError("set optim.steps or optim.epochs")
+        if self.model is not None and self.data.image_size not in (32, 64):
+            raise ValueError(
+                f"data.image_size must be 32 or 64 for the DCGAN networks, got {self.data.image_size}"
+            )
+        return self
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise ConfigError(f"unknown config format {suffix!r} for {path}: use .yaml, .json or .toml")
+    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"cannot parse {path}: {error}") from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must contain a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``values`` with dotted ``key=value`` overrides applied.
+
+    Each value is parsed as YAML, so ``optim.lr_g=1e-4`` gives a float, ``growth.milestones=[5,10]``
+    a list and ``data.path=/data/celeba`` a string.
+    """
+    result = json.loads(json.dumps(values, default=str))
+    for override in overrides:
+        key, separator, raw = override.partition("=")
+        if not separator or not key:
+            raise ConfigError(f"invalid override {override!r}: expected KEY=VALUE, e.g. optim.lr_g=1e-4")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"cannot parse the value of override {override!r}: {error}") from error
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"invalid override {override!r}: {part!r} is not a section")
+            node = child
+        node[leaf] = value
+    return result
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a configuration file (YAML, JSON or TOML), apply overrides and validate it.
+
+    Without a path the defaults are used. Validation errors name every invalid field.
+    """
+    values = _read_mapping(Path(path)) if path is not None else {}
+    values = apply_overrides(values, overrides or [])
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(_describe_validation_error(error)) from error
+
+
+def _describe_validation_error(error: ValidationError) -> str:
+    lines = [f"invalid configuration ({error.error_count()} error(s)):"]
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "<root>"
+        detail = item["msg"]
+        if item["type"] == "extra_forbidden":
+            detail = "unknown key"
+        lines.append(f"  {location}: {detail} (got {item.get('input')!r})")
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+import json
+
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from conftest import needs_fashion_mnist
+from mdgan.cli import app
+
+runner = CliRunner()
+
+SMALL_DATA = ["--set", "data.max_images=600", "--set", "embedder.kind=pixel"]
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("embed", "partition", "train", "sample", "demo"):
+        assert command in result.output
+
+
+def test_invalid_override_exits_with_field(tmp_path):
+    result = runner.invoke(app, ["embed", "--out", str(tmp_path / "f.safetensors"), "--set", "optim.lr_g=-1"])
+    assert result.exit_code == 2
+    assert "optim.lr_g" in result.output
+
+
+@needs_fashion_mnist
+def test_embed_then_partition(tmp_path):
+    features = tmp_path / "features.safetensors"
+    result = runner.invoke(app, ["embed", "--out", str(features), *SMALL_DATA])
+    assert result.exit_code == 0, result.output
+    assert load_file(str(features))["features"].shape == (600, 64)
+
+    out = tmp_path / "partition"
+    result = runner.invoke(app, ["partition", "--out", str(out), "--features", str(features), *SMALL_DATA])
+    assert result.exit_code == 0, result.output
+    assert "level 2: 4 classes" in result.output
+    summary = json.loads((out / "partition.json").read_text())
+    assert [len(level["classes"]) for level in summary["levels"]] == [1, 2, 4]
+    assert (out / "level_2.png").is_file()
+
+
+@needs_fashion_mnist
+def test_partition_rejects_mismatched_features(tmp_path):
+    features = tmp_path / "features.safetensors"
+    runner.invoke(app, ["embed", "--out", str(features), *SMALL_DATA])
+    result = runner.invoke(
+        app,
+        ["partition", "--out", str(tmp_path / "p"), "--features", str(features),
+         "--set", "data.max_images=500", "--set", "embedder.kind=pixel"],
+    )
+    assert result.exit_code == 1
+    assert "600 feature rows but the dataset has 500 images" in result.output
+
+
+@needs_fashion_mnist
+def test_train_resume_and_sample(tmp_path):
+    run = tmp_path / "run"
+    options = [
+        *SMALL_DATA,
+        "--set", "growth.unit=steps",
+        "--set", "growth.milestones=[2, 4]",
+        "--set", "model.generator_width=8",
+        "--set", "model.discriminator_width=8",
+        "--set", "output.checkpoint_every=3",
+    ]
+    result = runner.invoke(app, ["train", "--out", str(run), "--steps", "3", *options])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", "--out", str(run), "--steps", "6", "--resume", *options])
+    assert result.exit_code == 0, result.output
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 6
+    assert sorted(path.name for path in (run / "checkpoints").glob("*.safetensors")) == [
+        "step_0000003.safetensors",
+        "step_0000006.safetensors",
+    ]
+
+    grid = tmp_path / "grid.png"
+    result = runner.invoke(app, ["sample", str(run), "--out", str(grid), "--num", "9", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert grid.is_file()
+    folder = tmp_path / "images"
+    result = runner.invoke(app, ["sample", str(run), "--out", str(folder), "--num", "3", "--files", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in folder.iterdir()) == ["00000.png", "00001.png", "00002.png"]
+
+
+def test_sample_without_checkpoint(tmp_path):
+    result = runner.invoke(app, ["sample", str(tmp_path), "--out", str(tmp_path / "grid.png")])
+    assert result.exit_code == 1
+    assert "no checkpoint" in result.output
