@@ -89,3 +89,52 @@ def test_sample_without_checkpoint(tmp_path):
     result = runner.invoke(app, ["sample", str(tmp_path), "--out", str(tmp_path / "grid.png")])
     assert result.exit_code == 1
     assert "no checkpoint" in result.output
+
+
+def test_train_with_local_clip_on_faces(tmp_path, clip_checkpoint, lfw_folder):
+    checkpoint, _ = clip_checkpoint
+    run = tmp_path / "faces"
+    result = runner.invoke(
+        app,
+        [
+            "train", "--out", str(run), "--steps", "4",
+            "--set", "data.source=folder",
+            "--set", f"data.path={lfw_folder}",
+            "--set", "data.channels=3",
+            "--set", "embedder.kind=auto",
+            "--set", "embedder.clip_model=ViT-S-32",
+            "--set", f"embedder.clip_pretrained={checkpoint}",
+            "--set", "partition.num_classes=2",
+            "--set", "growth.unit=steps",
+            "--set", "growth.milestones=[2]",
+            "--set", "optim.batch_size=16",
+            "--set", "model.generator_width=8",
+            "--set", "model.discriminator_width=8",
+            "--set", "output.log_every=1",
+            "--set", "device=cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "clip(ViT-S-32" in result.output
+    summary = json.loads((run / "partition" / "partition.json").read_text())
+    assert summary["num_images"] == 100
+    assert summary["embedder"].startswith("clip(ViT-S-32")
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["num_discriminators"] for r in records] == [1, 1, 2, 2]
+    assert sum(records[-1]["fake_per_d"]) == 16
+
+
+def test_prompts_need_a_text_embedder(tmp_path, lfw_folder):
+    result = runner.invoke(
+        app,
+        [
+            "partition", "--out", str(tmp_path / "p"),
+            "--set", "data.source=folder",
+            "--set", f"data.path={lfw_folder}",
+            "--set", "embedder.kind=pixel",
+            "--set", "partition.method=prompts",
+            "--set", "partition.prompts=[man, woman]",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "needs an embedder that embeds text" in result.output

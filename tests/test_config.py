@@ -88,3 +88,14 @@ def test_missing_and_unknown_files(tmp_path):
     path.write_text("[optim]\n")
     with pytest.raises(ConfigError, match="unknown config format '.ini'"):
         load_config(path)
+
+
+def test_example_configs_are_valid():
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    paths = sorted(examples.glob("*.yaml"))
+    assert paths
+    for path in paths:
+        config = load_config(path)
+        assert config.data.source == "folder"

@@ -8,20 +8,7 @@ from mdgan.embedders import (
     clip_weights_available,
 )
 
-# A real open_clip architecture that is small enough for CI; its weights are random.
-CLIP_ARCHITECTURE = "ViT-S-32"
-
-
-@pytest.fixture(scope="module")
-def clip_checkpoint(tmp_path_factory):
-    import open_clip
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    model = open_clip.create_model(CLIP_ARCHITECTURE, pretrained=None)
-    path = tmp_path_factory.mktemp("clip") / "vit-s-32-random.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path, model
+from conftest import CLIP_ARCHITECTURE
 
 
 @pytest.fixture(scope="module")
