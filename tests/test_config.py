@@ -99,3 +99,15 @@ def test_example_configs_are_valid():
     for path in paths:
         config = load_config(path)
         assert config.data.source == "folder"
+
+
+def test_configuration_doc_is_current():
+    from pathlib import Path
+
+    from mdgan.config import config_reference
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    generated = doc.split("<!-- BEGIN GENERATED -->\n", 1)[1].split("<!-- END GENERATED -->", 1)[0]
+    assert generated.strip() == config_reference().strip(), (
+        "docs/configuration.md is stale; regenerate its tables with mdgan.config.config_reference()"
+    )

@@ -122,3 +122,24 @@ def test_constant_schedule_starts_with_all_discriminators(tmp_path, random_image
     trainer.train()
     first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert first["num_discriminators"] == 4
+
+
+def test_documented_custom_embedder_trains(tmp_path, random_images):
+    from mdgan import Embedder
+
+    class HistogramEmbedder(Embedder):  # the example of docs/components.md
+        feature_dim = 16
+
+        def embed_images(self, images):
+            grey = images.float().mean(dim=1).clamp(-1, 1).flatten(1)
+            bins = ((grey + 1) / 2 * 15.999).long()
+            return torch.nn.functional.one_hot(bins, 16).float().mean(dim=1)
+
+        def describe(self):
+            return "grey-histogram(16)"
+
+    trainer = Trainer(small_config(tmp_path / "run", 8), dataset=random_images, embedder=HistogramEmbedder())
+    trainer.train()
+    summary = json.loads((tmp_path / "run" / "partition" / "partition.json").read_text())
+    assert summary["embedder"] == "grey-histogram(16)"
+    assert trainer.bank.num_discriminators == 4

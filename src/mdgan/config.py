@@ -43,7 +43,9 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Training images and how they are decoded."""
 
-    source: Literal["fashion-mnist", "folder"] = "fashion-mnist"
+    source: Literal["fashion-mnist", "folder"] = Field(
+        default="fashion-mnist", description="Built-in Fashion-MNIST, or a folder of images."
+    )
     path: Path | None = Field(
         default=None,
         description="Image folder (source 'folder') or folder with the Fashion-MNIST idx files.",
@@ -99,7 +101,9 @@ class EmbedderConfig(_Section):
 class PartitionConfig(_Section):
     """How the training set is split into classes, one discriminator per class."""
 
-    method: Literal["ward", "prompts"] = "ward"
+    method: Literal["ward", "prompts"] = Field(
+        default="ward", description="Ward clustering of image features, or hand-written prompts."
+    )
     num_classes: int = Field(default=4, gt=0, description="Classes at the last growth level.")
     mode: Literal["binary", "flat"] = Field(
         default="binary",
@@ -173,7 +177,10 @@ class PartitionConfig(_Section):
 class SelectorConfig(_Section):
     """Nearest-class-mean routing of generated images."""
 
-    kind: Literal["torch", "faiss"] = "torch"
+    kind: Literal["torch", "faiss"] = Field(
+        default="torch",
+        description="Torch matrix product (runs on the training device) or FAISS IndexFlatL2 (CPU).",
+    )
 
 
 class GrowthConfig(_Section):
@@ -183,7 +190,7 @@ class GrowthConfig(_Section):
         default="fixed",
         description="'fixed' grows at milestones; 'constant' keeps one level from the start.",
     )
-    unit: Literal["steps", "epochs"] = "epochs"
+    unit: Literal["steps", "epochs"] = Field(default="epochs", description="Unit of the milestones.")
     milestones: list[int] = Field(
         default_factory=lambda: [50, 100],
         description="Start of growth levels 1, 2, ... in the chosen unit (fixed schedule).",
@@ -205,22 +212,24 @@ class GrowthConfig(_Section):
 class ModelConfig(_Section):
     """DCGAN generator and discriminator."""
 
-    latent_dim: int = Field(default=100, gt=0)
+    latent_dim: int = Field(default=100, gt=0, description="Length of the generator's noise vector.")
     generator_width: int = Field(default=64, gt=0, description="Channels of the last generator block.")
     discriminator_width: int = Field(
         default=64, gt=0, description="Channels of the first discriminator block."
     )
-    discriminator_norm: Literal["batch", "none"] = "batch"
+    discriminator_norm: Literal["batch", "none"] = Field(
+        default="batch", description="Batch normalisation in the discriminator, or none."
+    )
 
 
 class OptimConfig(_Section):
     """Optimisers, loss and training length."""
 
-    batch_size: int = Field(default=64, gt=0)
-    lr_g: float = Field(default=2e-4, gt=0)
-    lr_d: float = Field(default=2e-4, gt=0)
-    betas: tuple[float, float] = (0.5, 0.999)
-    loss: Literal["non-saturating", "hinge"] = "non-saturating"
+    batch_size: int = Field(default=64, gt=0, description="Real and generated images per step.")
+    lr_g: float = Field(default=2e-4, gt=0, description="Adam learning rate of the generator.")
+    lr_d: float = Field(default=2e-4, gt=0, description="Adam learning rate of each discriminator.")
+    betas: tuple[float, float] = Field(default=(0.5, 0.999), description="Adam betas.")
+    loss: Literal["non-saturating", "hinge"] = Field(default="non-saturating", description="GAN loss.")
     epochs: int | None = Field(default=150, gt=0, description="Training length in epochs.")
     steps: int | None = Field(
         default=None, gt=0, description="Training length in steps; replaces epochs when set."
@@ -237,7 +246,7 @@ class OptimConfig(_Section):
 class OutputConfig(_Section):
     """Run directory and how often it is written."""
 
-    dir: Path = Path("runs/mdgan")
+    dir: Path = Field(default=Path("runs/mdgan"), description="Run directory.")
     log_every: int = Field(default=50, gt=0, description="Steps between metrics.jsonl lines.")
     sample_every: int = Field(default=500, gt=0, description="Steps between sample grids.")
     checkpoint_every: int = Field(default=1000, gt=0, description="Steps between checkpoints.")
@@ -258,7 +267,7 @@ class TrainConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
-    seed: int = 0
+    seed: int = Field(default=0, description="Seed of weights, noise and data order.")
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
 
     @field_validator("device")
@@ -350,3 +359,37 @@ def _describe_validation_error(error: ValidationError) -> str:
             detail = "unknown key"
         lines.append(f"  {location}: {detail} (got {item.get('input')!r})")
     return "\n".join(lines)
+
+
+def config_reference() -> str:
+    """Render every configuration field with its type, default and description as Markdown.
+
+    docs/configuration.md embeds this text; a test keeps the two in step.
+    """
+    sections = [("", TrainConfig)] + [
+        (name, field.annotation)
+        for name, field in TrainConfig.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+    ]
+    lines = []
+    for prefix, model in sections:
+        title = f"`{prefix}`" if prefix else "top level"
+        lines += [f"### {title}", "", (model.__doc__ or "").strip(), ""]
+        lines += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        for name, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, _Section):
+                continue
+            key = f"{prefix}.{name}" if prefix else name
+            annotation = _type_name(field.annotation)
+            default = field.get_default(call_default_factory=True)
+            default_text = "required" if field.is_required() else json.dumps(default, default=str)
+            description = (field.description or "").replace("|", "\\|")
+            lines.append(f"| `{key}` | {annotation} | `{default_text}` | {description} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("pathlib._local.", "").replace("pathlib.", "")
+    text = text.replace("<class '", "").replace("'>", "")
+    return text.replace("|", "\\|")
