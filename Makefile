@@ -11,7 +11,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: install data demo test clean
+.PHONY: install data demo test docs clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ demo: install data
 
 test: install data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Regenerate the configuration tables in docs/configuration.md.
+docs: install
+	$(BIN)/python docs/update_configuration.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -109,5 +109,5 @@ def test_configuration_doc_is_current():
     doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
     generated = doc.split("<!-- BEGIN GENERATED -->\n", 1)[1].split("<!-- END GENERATED -->", 1)[0]
     assert generated.strip() == config_reference().strip(), (
-        "docs/configuration.md is stale; regenerate its tables with mdgan.config.config_reference()"
+        "docs/configuration.md is stale; regenerate it with make docs"
     )

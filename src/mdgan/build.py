@@ -45,8 +45,8 @@ def build_embedder(
 ) -> tuple[Embedder, str]:
     """Create the configured embedder and return it with the reason for the choice.
 
-    With ``kind="auto"`` CLIP is used when its weights can be loaded without a download (a
-    local file, or a tag already in the cache); otherwise the pixel embedder is used.
+    With ``kind="auto"``, CLIP is used when its weights can be loaded without a download: a
+    local file, or a tag already in the cache. Otherwise the pixel embedder is used.
     """
     kind = config.kind
     if kind == "auto":

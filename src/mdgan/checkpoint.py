@@ -1,9 +1,9 @@
 """Checkpoints as safetensors plus a JSON sidecar.
 
-Tensors (network weights, optimizer moments, the partition, RNG states) go into
-``step_NNNNNNN.safetensors``; everything else (step, growth level, optimizer hyper-parameters,
-class names, the resolved configuration) goes into ``step_NNNNNNN.json`` next to it. Neither
-file carries code, unlike a pickle.
+Tensors go into ``step_NNNNNNN.safetensors``: network weights, optimizer moments, the
+partition and RNG states. Everything else goes into ``step_NNNNNNN.json`` next to it: the
+step, growth level, optimizer hyper-parameters, class names and the resolved configuration.
+Neither file carries code, unlike a pickle.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _NAME = re.compile(r"^step_(\d+)\.safetensors$")
 
 
 class CheckpointNotFoundError(FileNotFoundError):
-    """Raised when a run directory holds no checkpoint, or a checkpoint file is missing."""
+    """Raised when a run directory contains no checkpoint, or a checkpoint file is missing."""
 
 
 def flatten_optimizer_state(state_dict: dict[str, Any], prefix: str) -> tuple[dict[str, torch.Tensor], dict]:

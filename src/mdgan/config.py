@@ -99,7 +99,7 @@ class EmbedderConfig(_Section):
 
 
 class PartitionConfig(_Section):
-    """How the training set is split into classes, one discriminator per class."""
+    """Split of the training set into classes, one discriminator per class."""
 
     method: Literal["ward", "prompts"] = Field(
         default="ward", description="Ward clustering of image features, or hand-written prompts."
@@ -184,7 +184,7 @@ class SelectorConfig(_Section):
 
 
 class GrowthConfig(_Section):
-    """When the bank of discriminators grows."""
+    """Schedule of the growth of the discriminator bank."""
 
     kind: Literal["fixed", "constant"] = Field(
         default="fixed",
@@ -244,7 +244,7 @@ class OptimConfig(_Section):
 
 
 class OutputConfig(_Section):
-    """Run directory and how often it is written."""
+    """Run directory and the intervals at which it is written."""
 
     dir: Path = Field(default=Path("runs/mdgan"), description="Run directory.")
     log_every: int = Field(default=50, gt=0, description="Steps between metrics.jsonl lines.")
@@ -281,7 +281,7 @@ class TrainConfig(_Section):
     def _check_lengths(self) -> TrainConfig:
         if self.optim.steps is None and self.optim.epochs is None:
             raise ValueError("set optim.steps or optim.epochs")
-        if self.model is not None and self.data.image_size not in (32, 64):
+        if self.data.image_size not in (32, 64):
             raise ValueError(
                 f"data.image_size must be 32 or 64 for the DCGAN networks, got {self.data.image_size}"
             )

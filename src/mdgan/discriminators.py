@@ -1,8 +1,8 @@
 """Discriminator banks: one discriminator per class, trained on routed sub-batches.
 
-Discriminator ``k`` sees only the real images of class ``k`` and the generated images that the
-selector routed to class ``k``; the generator is scored by the discriminator each of its images
-was routed to. Every discriminator runs only on its own sub-batches, so a bank of ``K``
+Discriminator ``k`` receives only the real images of class ``k`` and the generated images that
+the selector routed to class ``k``. The generator is scored by the discriminator each of its
+images was routed to. Every discriminator runs only on its own sub-batches, so a bank of ``K``
 discriminators costs about as much as one discriminator on the whole batch.
 """
 
@@ -132,10 +132,11 @@ class DiscriminatorBank(nn.Module, ABC):
         fake: torch.Tensor,
         fake_classes: torch.Tensor,
     ) -> RoutedLoss:
-        """Loss of every discriminator on its real and routed generated images.
+        """Compute the loss of every discriminator on its real and routed generated images.
 
-        ``total`` is the sum of the discriminators' mean losses; each discriminator's mean is
-        over its real images plus over its generated images, as in the standard GAN objective.
+        ``total`` is the sum of the discriminators' mean losses. Each discriminator's mean is
+        taken over its real images plus over its generated images, as in the standard GAN
+        objective.
         """
 
     @abstractmethod
@@ -181,21 +182,12 @@ class DiscriminatorBank(nn.Module, ABC):
         self.discriminators = nn.ModuleList(children)
         self.optimizers = optimizers
 
-    def reset(self, num_discriminators: int) -> None:
-        """Replace the bank with ``num_discriminators`` freshly built discriminators."""
-        self.discriminators = nn.ModuleList(
-            self.discriminator_factory() for _ in range(num_discriminators)
-        )
-        device = next(iter(self.parameters()), torch.zeros(0)).device
-        self.discriminators.to(device)
-        self.optimizers = [self.optimizer_factory(d.parameters()) for d in self.discriminators]
-
 
 class RoutedDiscriminatorBank(DiscriminatorBank):
     """Evaluates each discriminator only on the images routed to it.
 
     Discriminator ``k`` runs on the real images of class ``k`` and, in a separate call, on the
-    generated images routed to ``k``; the sub-batches of the bank add up to the batch.
+    generated images routed to ``k``. The sub-batches of the bank add up to the batch.
     """
 
     def discriminator_loss(

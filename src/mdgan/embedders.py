@@ -71,7 +71,7 @@ class Embedder(nn.Module, ABC):
         """Restore what :meth:`fitted_state_dict` returned."""
 
     def describe(self) -> str:
-        """A short name of the feature space, used in logs and cache keys."""
+        """Return a short name of the feature space, used in logs and cache keys."""
         return type(self).__name__
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

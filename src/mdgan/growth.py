@@ -9,7 +9,6 @@ the best FID, and four discriminators from the first step failed to train.
 from __future__ import annotations
 
 import bisect
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -99,10 +98,3 @@ class ConstantGrowthSchedule(GrowthSchedule):
     def max_level(self) -> int:
         return self.level
 
-
-def level_for_num_discriminators(num_discriminators: int) -> int:
-    """Binary growth level with ``num_discriminators`` classes (1 -> 0, 2 -> 1, 4 -> 2, ...)."""
-    level = int(math.log2(num_discriminators)) if num_discriminators > 0 else -1
-    if num_discriminators <= 0 or 2**level != num_discriminators:
-        raise ValueError(f"expected a power of two, got {num_discriminators}")
-    return level

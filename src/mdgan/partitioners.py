@@ -1,9 +1,9 @@
 """Partitioners: split the training set into nested classes, one discriminator per class.
 
 A :class:`Partition` stores a class label for every image at every growth level, and the parent
-of every class at the previous level. Level 0 has one class; each later level refines the one
-before it, so a discriminator created at a split can inherit from the discriminator whose
-images it now shares.
+of every class at the previous level. Level 0 has one class, and each later level refines the
+one before it. A discriminator created at a split can therefore inherit from the
+discriminator whose images it now shares.
 
 Two methods build partitions:
 

@@ -415,7 +415,7 @@ class Trainer:
         return save_grid(self.sample(), self.run_dir / "samples" / name, columns)
 
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
-        """Everything needed to resume, as named tensors plus JSON metadata."""
+        """Collect everything needed to resume, as named tensors plus JSON metadata."""
         tensors: dict[str, torch.Tensor] = {}
         metadata: dict = {"optimizers": {}}
         for name, value in self.generator.state_dict().items():
@@ -423,23 +423,27 @@ class Trainer:
         flat, meta = flatten_optimizer_state(self.g_optimizer.state_dict(), "optimizer.generator")
         tensors.update(flat)
         metadata["optimizers"]["generator"] = meta
+
         for k, (discriminator, optimizer) in enumerate(zip(self.bank.discriminators, self.bank.optimizers)):
             for name, value in discriminator.state_dict().items():
                 tensors[f"discriminator.{k}.{name}"] = value
             flat, meta = flatten_optimizer_state(optimizer.state_dict(), f"optimizer.discriminator.{k}")
             tensors.update(flat)
             metadata["optimizers"][f"discriminator.{k}"] = meta
+
         tensors.update(self.partition.to_tensors())
         for level, means in enumerate(self.class_means):
             tensors[f"class_means.{level}"] = means
         for name, value in self.embedder.fitted_state_dict().items():
             tensors[f"embedder.{name}"] = value
+
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.noise"] = self.noise.get_state()
         if torch.cuda.is_available():
             for index, state in enumerate(torch.cuda.get_rng_state_all()):
                 tensors[f"rng.cuda.{index}"] = state
         tensors["fixed_noise"] = self.fixed_noise
+
         metadata.update(
             {
                 "step": self.step,
