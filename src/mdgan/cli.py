@@ -214,10 +214,12 @@ def partition(
                 ))
         else:
             values = compute_features(dataset, embedder, cfg.embedder.batch_size, progress=bars)
-    try:
-        result = build_partitioner(cfg.partition, embedder).fit(values)
-    except ValueError as error:
-        raise _fail(error) from error
+        try:
+            bars.start("partition", None, "partition")
+            result = build_partitioner(cfg.partition, embedder).fit(values)
+            bars.stop("partition")
+        except ValueError as error:
+            raise _fail(error) from error
     write_partition(out, result, values, dataset, embedder.describe(), reason,
                     cfg.output.preview_per_class, cfg.seed)
     _print_partition(result)

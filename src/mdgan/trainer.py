@@ -221,7 +221,9 @@ class Trainer:
             progress=self.progress,
         )
         logger.info("partitioning %d images with %s", len(features), type(self.partitioner).__name__)
+        self.progress.start("partition", None, "partition")
         partition = self.partitioner.fit(features)
+        self.progress.stop("partition")
         self._check_schedule_fits(partition)
         self._set_partition(partition, [partition.class_means(features, l) for l in range(partition.num_levels)])
         self._write_partition(features)
