@@ -101,7 +101,7 @@ def test_ward_subset_assigns_rest_nested(caplog):
     centres = rng.normal(size=(4, 8)) * 10
     features = torch.from_numpy(np.concatenate([c + rng.normal(size=(150, 8)) for c in centres]))
     with caplog.at_level(logging.INFO, logger="mdgan.partitioners"):
-        partition = WardPartitioner(4, max_exact_size=100, seed=1).fit(features)
+        partition = WardPartitioner(4, max_exact_size=100, seed=1, algorithm="subset").fit(features)
     assert "random subset of 100 of 600" in caplog.text
     assert (partition.labels >= 0).all()
     assert_nested(partition)
@@ -187,3 +187,56 @@ def test_prompt_with_no_images_is_an_error():
 def test_prompt_hierarchy_rejects_three_children():
     with pytest.raises(ValueError, match="one or two children"):
         PromptPartitioner(hierarchy=[["a", "b", "c"]], text_features=torch.eye(3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(feature_sets(min_size=2), st.sampled_from(["binary", "flat"]))
+def test_microclusters_equal_exact_when_one_per_point(features, mode):
+    tensor = torch.from_numpy(features)
+    exact = WardPartitioner(8, mode=mode, algorithm="exact").fit(tensor)
+    micro = WardPartitioner(
+        8, mode=mode, algorithm="microclusters", num_microclusters=len(features) + 8
+    ).fit(tensor)
+    for level in range(exact.num_levels):
+        assert_same_clusters(micro.labels[level], exact.labels[level])
+
+
+def test_microclusters_keep_nested_binary_levels():
+    rng = np.random.default_rng(0)
+    features = torch.from_numpy(rng.normal(size=(3000, 16)).astype(np.float32))
+    partitioner = WardPartitioner(8, algorithm="microclusters", num_microclusters=64)
+    partition = partitioner.fit(features)
+    assert partitioner.algorithm_ == "microclusters"
+    assert [partition.num_classes(level) for level in range(partition.num_levels)] == [1, 2, 4, 8]
+    assert_nested(partition)
+    for level in range(partition.num_levels - 1):
+        for class_index in range(partition.num_classes(level)):
+            assert len(partition.children(level, class_index)) == 2
+    # Every image has the class of its micro-cluster.
+    clusters = partitioner.microcluster_labels_
+    for cluster in np.unique(clusters):
+        assert len(np.unique(partition.labels[3][clusters == cluster])) == 1
+
+
+def test_auto_algorithm_switches_at_max_exact_size():
+    features = torch.randn(300, 4)
+    small = WardPartitioner(4, max_exact_size=300)
+    small.fit(features)
+    assert small.algorithm_ == "exact"
+    large = WardPartitioner(4, max_exact_size=299, num_microclusters=32)
+    large.fit(features)
+    assert large.algorithm_ == "microclusters"
+
+
+def test_weighted_ward_matches_merging_by_hand():
+    from mdgan.ward import weighted_ward_tree
+
+    # Clusters at 0 (size 3), 1 (size 1) and 10 (size 1): costs 3/4*1 < 1/2*81 < ..., so
+    # 0 and 1 merge first, then the merged cluster at 0.25 (size 4) with 10.
+    children = weighted_ward_tree(np.array([[0.0], [1.0], [10.0]]), np.array([3, 1, 1]))
+    assert children.tolist() == [[0, 1], [3, 2]]
+    # Weights change the order: a heavy cluster far away pulls its neighbour first.
+    children = weighted_ward_tree(np.array([[0.0], [1.0], [3.0]]), np.array([1, 1, 100]))
+    assert sorted(children[0].tolist()) == [0, 1]
+    children = weighted_ward_tree(np.array([[0.0], [2.5], [3.0]]), np.array([1, 100, 1]))
+    assert sorted(children[0].tolist()) == [1, 2]

@@ -74,7 +74,14 @@ def build_embedder(
 def build_partitioner(config: PartitionConfig, embedder: Embedder) -> Partitioner:
     """Create the Ward or prompt partitioner; prompts need an embedder that embeds text."""
     if config.method == "ward":
-        return WardPartitioner(config.num_classes, config.mode, config.max_exact_size, config.seed)
+        return WardPartitioner(
+            config.num_classes,
+            config.mode,
+            config.max_exact_size,
+            config.seed,
+            algorithm=config.algorithm,
+            num_microclusters=config.num_microclusters,
+        )
     if not embedder.supports_text:
         raise ValueError(
             f"partition.method 'prompts' needs an embedder that embeds text, but "

@@ -110,11 +110,21 @@ class PartitionConfig(_Section):
         description="Ward levels: 'binary' splits each class at its own top merge; 'flat' cuts "
         "the Ward tree at 1, 2, 4, ... classes.",
     )
+    algorithm: Literal["auto", "exact", "microclusters", "subset"] = Field(
+        default="auto",
+        description="Ward algorithm: 'exact' (memory quadratic in the images), 'microclusters' "
+        "(FAISS k-means, then Ward on the weighted centroids), 'subset' (exact Ward on "
+        "max_exact_size random images, the rest join the nearest class mean) or 'auto' (exact "
+        "up to max_exact_size images, micro-clusters above).",
+    )
     max_exact_size: int = Field(
         default=20_000,
         gt=1,
-        description="Above this many images, Ward runs on a random subset of this size and the "
-        "other images join the nearest class mean.",
+        description="Largest set for exact Ward with algorithm 'auto', and the subset size of "
+        "algorithm 'subset'.",
+    )
+    num_microclusters: int = Field(
+        default=2048, gt=0, description="k-means clusters of algorithm 'microclusters'."
     )
     prompts: list[str] | None = Field(
         default=None, description="Leaf prompts, one class each (method 'prompts')."

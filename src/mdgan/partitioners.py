@@ -105,7 +105,10 @@ class Partition:
         labels = torch.as_tensor(self.labels[level], device=features.device)
         num_classes = self.num_classes(level)
         sums = torch.zeros(num_classes, features.shape[1], dtype=torch.float64, device=features.device)
-        sums.index_add_(0, labels, features.double())
+        # Chunks keep the float64 copy small for large feature sets.
+        for start in range(0, len(labels), 65536):
+            rows = slice(start, start + 65536)
+            sums.index_add_(0, labels[rows], features[rows].double())
         counts = torch.bincount(labels, minlength=num_classes).double().unsqueeze(1)
         if bool((counts == 0).any()):
             empty = torch.flatnonzero(counts.squeeze(1) == 0).tolist()
@@ -309,6 +312,9 @@ def _assign_to_nearest_means(
             labels[level, rows] = distances.argmin(dim=1).numpy()
 
 
+WARD_ALGORITHMS = ("auto", "exact", "microclusters", "subset")
+
+
 class WardPartitioner(Partitioner):
     """Ward agglomerative clustering of image features into nested levels.
 
@@ -323,17 +329,31 @@ class WardPartitioner(Partitioner):
         clusters, the clustering that a single run with that many classes would use.
     max_exact_size : int
         Exact Ward needs memory quadratic in the number of images (about 3.3 GB at 20,000).
-        Above this size, Ward runs on a random subset of this size, and every other image
-        joins, level by level, the nearest class mean among the children of its class.
+        With ``algorithm="auto"``, larger sets use micro-clusters.
+    algorithm : {"auto", "exact", "microclusters", "subset"}
+        ``"exact"``: scikit-learn's Ward tree of all images. ``"microclusters"``: FAISS
+        k-means into ``num_microclusters`` clusters, then exact Ward on their centroids
+        weighted by size; every image takes its micro-cluster's class. ``"subset"``: exact
+        Ward on ``max_exact_size`` random images, and every other image joins, level by level,
+        the nearest class mean among the children of its class. ``"auto"``: exact up to
+        ``max_exact_size`` images, micro-clusters above.
+    num_microclusters : int
+        k-means clusters of the micro-cluster algorithm. With at least as many clusters as
+        images, the result equals exact Ward.
     seed : int
-        Seed of that subset.
+        Seed of k-means and of the random subset.
 
     Attributes
     ----------
     children_ : np.ndarray
-        The merge tree of the last fit (scikit-learn's ``children_`` format).
+        The merge tree of the last fit (scikit-learn's ``children_`` format) over its leaves:
+        images, subset images or micro-clusters.
+    algorithm_ : str
+        The algorithm the last fit used.
     subset_ : np.ndarray or None
-        Indices of the images Ward ran on, or None when it ran on all of them.
+        Indices of the images Ward ran on with ``"subset"``, else None.
+    microcluster_labels_ : np.ndarray or None
+        Micro-cluster of every image with ``"microclusters"``, else None.
     """
 
     def __init__(
@@ -342,6 +362,8 @@ class WardPartitioner(Partitioner):
         mode: Literal["binary", "flat"] = "binary",
         max_exact_size: int = 20_000,
         seed: int = 0,
+        algorithm: str = "auto",
+        num_microclusters: int = 2048,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
@@ -349,6 +371,12 @@ class WardPartitioner(Partitioner):
             raise ValueError(f"mode must be 'binary' or 'flat', got {mode!r}")
         if max_exact_size < 2:
             raise ValueError(f"max_exact_size must be at least 2, got {max_exact_size}")
+        if algorithm not in WARD_ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {WARD_ALGORITHMS}, got {algorithm!r}")
+        if num_microclusters < num_classes:
+            raise ValueError(
+                f"num_microclusters ({num_microclusters}) must be at least num_classes ({num_classes})"
+            )
         self.level_sizes = (
             _binary_level_sizes(num_classes) if mode == "binary" else flat_level_sizes(num_classes)
         )
@@ -356,10 +384,15 @@ class WardPartitioner(Partitioner):
         self.mode = mode
         self.max_exact_size = max_exact_size
         self.seed = seed
+        self.algorithm = algorithm
+        self.num_microclusters = num_microclusters
+
+    def _levels(self, children: np.ndarray, num_leaves: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        if self.mode == "binary":
+            return binary_levels_from_tree(children, num_leaves, len(self.level_sizes))
+        return flat_levels_from_tree(children, num_leaves, self.level_sizes)
 
     def fit(self, features: torch.Tensor) -> Partition:
-        from sklearn.cluster import ward_tree
-
         features = torch.as_tensor(features).detach().cpu()
         num_images = features.shape[0]
         if num_images < 1:
@@ -369,45 +402,73 @@ class WardPartitioner(Partitioner):
                 "only %d images for %d classes; some classes will not split", num_images,
                 self.num_classes,
             )
+        algorithm = self.algorithm
+        if algorithm == "auto":
+            algorithm = "exact" if num_images <= self.max_exact_size else "microclusters"
+        self.algorithm_ = algorithm
+        self.subset_ = None
+        self.microcluster_labels_ = None
 
-        subset = None
+        if algorithm == "microclusters":
+            return self._fit_microclusters(features)
+        if algorithm == "subset" and num_images > self.max_exact_size:
+            return self._fit_subset(features)
         if num_images > self.max_exact_size:
-            generator = np.random.default_rng(self.seed)
-            subset = np.sort(generator.choice(num_images, self.max_exact_size, replace=False))
-            logger.info(
-                "Ward on a random subset of %d of %d images (max_exact_size); the other images "
-                "join the nearest class mean at each level",
-                self.max_exact_size,
-                num_images,
+            logger.warning(
+                "exact Ward on %d images needs about %.1f GB (max_exact_size is %d)",
+                num_images, 8.3e-9 * num_images**2, self.max_exact_size,
             )
-        fitted = features if subset is None else features[torch.as_tensor(subset)]
-
-        if len(fitted) > 1:
-            with warnings.catch_warnings():
-                # SciPy warns when a square observation matrix could be a distance matrix;
-                # ward_tree always passes observations.
-                warnings.filterwarnings("ignore", message=".*uncondensed distance matrix")
-                children, _, _, _ = ward_tree(fitted.double().numpy())
-        else:
-            children = np.empty((0, 2), dtype=np.int64)
-        self.children_ = children
-        self.subset_ = subset
-
-        if self.mode == "binary":
-            subset_labels, parents = binary_levels_from_tree(
-                children, len(fitted), len(self.level_sizes)
-            )
-        else:
-            subset_labels, parents = flat_levels_from_tree(children, len(fitted), self.level_sizes)
-
-        if subset is None:
-            labels = subset_labels
-        else:
-            labels = np.full((len(parents), num_images), -1, dtype=np.int64)
-            labels[:, subset] = subset_labels
-            rest = np.setdiff1d(np.arange(num_images), subset)
-            _assign_to_nearest_means(features, rest, labels, parents)
+        self.children_ = _exact_ward_tree(features)
+        labels, parents = self._levels(self.children_, num_images)
         return Partition(labels, parents)
+
+    def _fit_subset(self, features: torch.Tensor) -> Partition:
+        num_images = features.shape[0]
+        generator = np.random.default_rng(self.seed)
+        subset = np.sort(generator.choice(num_images, self.max_exact_size, replace=False))
+        logger.info(
+            "Ward on a random subset of %d of %d images (max_exact_size); the other images "
+            "join the nearest class mean at each level",
+            self.max_exact_size,
+            num_images,
+        )
+        self.subset_ = subset
+        self.children_ = _exact_ward_tree(features[torch.as_tensor(subset)])
+        subset_labels, parents = self._levels(self.children_, len(subset))
+        labels = np.full((len(parents), num_images), -1, dtype=np.int64)
+        labels[:, subset] = subset_labels
+        rest = np.setdiff1d(np.arange(num_images), subset)
+        _assign_to_nearest_means(features, rest, labels, parents)
+        return Partition(labels, parents)
+
+    def _fit_microclusters(self, features: torch.Tensor) -> Partition:
+        from .ward import microclusters, weighted_ward_tree
+
+        num_images = features.shape[0]
+        logger.info(
+            "Ward on %d k-means micro-clusters of %d images", min(self.num_microclusters, num_images),
+            num_images,
+        )
+        assignment, centroids, sizes = microclusters(
+            features.float().numpy(), self.num_microclusters, seed=self.seed
+        )
+        self.microcluster_labels_ = assignment
+        self.children_ = weighted_ward_tree(centroids, sizes)
+        cluster_labels, parents = self._levels(self.children_, len(centroids))
+        return Partition(cluster_labels[:, assignment], parents)
+
+
+def _exact_ward_tree(features: torch.Tensor) -> np.ndarray:
+    from sklearn.cluster import ward_tree
+
+    if len(features) < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    with warnings.catch_warnings():
+        # SciPy warns when a square observation matrix could be a distance matrix;
+        # ward_tree always passes observations.
+        warnings.filterwarnings("ignore", message=".*uncondensed distance matrix")
+        children, _, _, _ = ward_tree(features.double().numpy())
+    return children
 
 
 def _normalise_tree(tree: PromptTree) -> PromptTree:
