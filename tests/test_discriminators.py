@@ -170,3 +170,55 @@ def test_bank_input_errors():
         bank.discriminator_loss(images, torch.tensor([0, 3]), images, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="unknown loss 'wasserstein'"):
         make_bank(1, loss="wasserstein")
+
+
+def test_vmapped_bank_equals_routed_loop():
+    from mdgan.discriminators import VmappedDiscriminatorBank
+
+    factory = partial(DCGANDiscriminator, 32, 1, 8, "none")
+    optimizer = partial(torch.optim.Adam, lr=1e-3)
+    torch.manual_seed(0)
+    routed = RoutedDiscriminatorBank(factory, optimizer, 1)
+    routed.grow([0, 0, 0, 0])
+    for discriminator in routed.discriminators:  # make the four differ
+        with torch.no_grad():
+            for parameter in discriminator.parameters():
+                parameter.add_(0.01 * torch.randn_like(parameter))
+    vmapped = VmappedDiscriminatorBank(factory, optimizer, 4)
+    vmapped.load_state_dict(routed.state_dict())
+
+    generator = torch.Generator().manual_seed(2)
+    real = torch.randn(20, 1, 32, 32, generator=generator)
+    fake = torch.randn(20, 1, 32, 32, generator=generator, requires_grad=True)
+    real_classes = torch.tensor([0] * 9 + [1] * 6 + [3] * 5)  # class 2 gets no real image
+    fake_classes = torch.tensor([1] * 12 + [2] * 8)  # classes 0 and 3 get no generated image
+
+    for method, arguments in [
+        ("discriminator_loss", (real, real_classes, fake, fake_classes)),
+        ("generator_loss", (fake, fake_classes)),
+    ]:
+        results, gradients = [], []
+        for bank in (routed, vmapped):
+            bank.zero_grad()
+            fake.grad = None
+            result = getattr(bank, method)(*arguments)
+            result.total.backward()
+            results.append(result)
+            gradients.append(
+                [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in bank.parameters()]
+                + [fake.grad.clone()]
+            )
+        expected, actual = results
+        assert torch.allclose(actual.total, expected.total, atol=1e-5)
+        assert torch.allclose(actual.per_discriminator, expected.per_discriminator, atol=1e-5, equal_nan=True)
+        assert torch.equal(actual.real_counts, expected.real_counts)
+        assert torch.equal(actual.fake_counts, expected.fake_counts)
+        for ours, theirs in zip(gradients[1], gradients[0]):
+            assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_vmapped_bank_rejects_batch_norm():
+    from mdgan.discriminators import VmappedDiscriminatorBank
+
+    with pytest.raises(ValueError, match="discriminator_norm=none"):
+        VmappedDiscriminatorBank(partial(DCGANDiscriminator, 32, 1, 8, "batch"), torch.optim.Adam, 2)

@@ -5,9 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mdgan.selectors import FaissSelector, TorchSelector, build_selector
+from mdgan.selectors import AutoSelector, FaissSelector, TorchSelector, build_selector
 
-SELECTORS = [TorchSelector, FaissSelector]
+SELECTORS = [TorchSelector, FaissSelector, AutoSelector]
 
 
 def brute_force(features: np.ndarray, means: np.ndarray) -> np.ndarray:
@@ -81,5 +81,18 @@ def test_selector_input_errors(kind):
 
 
 def test_unknown_selector_name():
-    with pytest.raises(ValueError, match="unknown selector 'annoy'"):
+    with pytest.raises(ValueError, match="unknown selector 'annoy'; choose one of"):
         build_selector("annoy")
+
+
+def test_auto_selector_matches_every_backend():
+    generator = torch.Generator().manual_seed(1)
+    means = torch.randn(8, 32, generator=generator)
+    auto = AutoSelector().fit(means)
+    for batch in (1, 7, 300, 5000):
+        features = torch.randn(batch, 32, generator=generator)
+        chosen = auto.select(features)
+        assert auto.chosen_kind in ("torch", "faiss")
+        for selector_class in (TorchSelector, FaissSelector):
+            assert torch.equal(chosen, selector_class().fit(means).select(features))
+    assert len(auto.choices_) == 4

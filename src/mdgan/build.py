@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .config import EmbedderConfig, GrowthConfig, ModelConfig, OptimConfig, PartitionConfig
+from .discriminators import DiscriminatorBank, RoutedDiscriminatorBank, VmappedDiscriminatorBank
 from .embedders import Embedder, OpenClipEmbedder, PixelEmbedder, clip_weights_available
 from .growth import ConstantGrowthSchedule, FixedGrowthSchedule, GrowthSchedule
 from .networks import DCGANDiscriminator, DCGANGenerator
@@ -17,6 +18,7 @@ from .partitioners import Partitioner, PromptPartitioner, WardPartitioner
 from .selectors import build_selector
 
 __all__ = [
+    "build_bank",
     "build_discriminator_factory",
     "build_embedder",
     "build_generator",
@@ -110,6 +112,18 @@ def build_discriminator_factory(
     return partial(
         DCGANDiscriminator, image_size, channels, model.discriminator_width, model.discriminator_norm
     )
+
+
+def build_bank(
+    model: ModelConfig,
+    optim: OptimConfig,
+    discriminator_factory: Callable[[], nn.Module],
+    optimizer_factory: Callable,
+    num_discriminators: int,
+) -> DiscriminatorBank:
+    """Create the configured discriminator bank (routed loop or vmapped)."""
+    bank_class = VmappedDiscriminatorBank if model.discriminator_bank == "vmapped" else RoutedDiscriminatorBank
+    return bank_class(discriminator_factory, optimizer_factory, num_discriminators, loss=optim.loss)
 
 
 def build_optimizer_factory(optim: OptimConfig, lr: float) -> Callable:

@@ -21,6 +21,7 @@ __all__ = [
     "DiscriminatorBank",
     "RoutedDiscriminatorBank",
     "RoutedLoss",
+    "VmappedDiscriminatorBank",
     "discriminator_losses",
     "generator_losses",
 ]
@@ -241,4 +242,123 @@ class RoutedDiscriminatorBank(DiscriminatorBank):
             per_discriminator,
             torch.zeros(num, dtype=torch.int64),
             torch.tensor([len(rows) for rows in fake_groups]),
+        )
+
+
+class VmappedDiscriminatorBank(DiscriminatorBank):
+    """Evaluates all discriminators in one call, vectorised over their stacked parameters.
+
+    Each step pads the routed sub-batches to the largest one and runs ``torch.func.vmap`` of
+    one discriminator over the stacked parameters of all of them; convolutions become one
+    grouped convolution. This trades the ``K`` small calls of :class:`RoutedDiscriminatorBank`
+    for one large call, which pays off on GPUs where small calls leave the device idle.
+    Padded rows are masked out of the losses, and gradients reach every discriminator's own
+    parameters through the stacking.
+
+    Batch normalisation mixes the rows of a batch, so padded rows would change the statistics:
+    discriminators with batch-norm layers are rejected (use ``discriminator_norm="none"``).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._check_no_batch_statistics()
+
+    def _check_no_batch_statistics(self) -> None:
+        for module in self.discriminators.modules():
+            if isinstance(module, nn.modules.batchnorm._NormBase) or getattr(module, "track_running_stats", False):
+                raise ValueError(
+                    f"VmappedDiscriminatorBank cannot batch discriminators with {type(module).__name__}, "
+                    "whose statistics mix padded rows into real ones; use discriminators without "
+                    "batch normalisation (model.discriminator_norm=none) or RoutedDiscriminatorBank"
+                )
+
+    def grow(self, parents: Sequence[int] | torch.Tensor) -> None:
+        super().grow(parents)
+        self._check_no_batch_statistics()
+
+    def step(self) -> None:
+        """Apply the optimizers of the discriminators that received images."""
+        idle = getattr(self, "_idle", None) or [False] * self.num_discriminators
+        for optimizer, is_idle in zip(self.optimizers, idle):
+            if not is_idle:
+                optimizer.step()
+        self._idle = None
+
+    def _vmapped_logits(self, images: torch.Tensor, groups: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[K, M]`` of every discriminator on its padded rows, and the row mask."""
+        from torch.func import functional_call, vmap
+
+        num = self.num_discriminators
+        rows = max(1, max(len(group) for group in groups))
+        index = torch.zeros(num, rows, dtype=torch.int64, device=images.device)
+        mask = torch.zeros(num, rows, dtype=torch.bool, device=images.device)
+        for k, group in enumerate(groups):
+            index[k, : len(group)] = group
+            mask[k, : len(group)] = True
+        batch = images[index]  # [K, M, C, H, W]
+
+        names = [name for name, _ in self.discriminators[0].named_parameters()]
+        stacked = {
+            name: torch.stack([dict(d.named_parameters())[name] for d in self.discriminators])
+            for name in names
+        }
+        buffers = {
+            name: torch.stack([dict(d.named_buffers())[name] for d in self.discriminators])
+            for name, _ in self.discriminators[0].named_buffers()
+        }
+        template = self.discriminators[0]
+
+        def run(parameters, module_buffers, inputs):
+            return functional_call(template, (parameters, module_buffers), (inputs,))
+
+        logits = vmap(run)(stacked, buffers, batch)  # [K, M]
+        return logits, mask
+
+    def discriminator_loss(
+        self,
+        real: torch.Tensor,
+        real_classes: torch.Tensor,
+        fake: torch.Tensor,
+        fake_classes: torch.Tensor,
+    ) -> RoutedLoss:
+        num = self.num_discriminators
+        real_groups = _group_by_class(real_classes.to(real.device), num)
+        fake_groups = _group_by_class(fake_classes.to(fake.device), num)
+        # Without batch statistics, real and generated images can share one call.
+        offset = real.shape[0]
+        groups = [torch.cat([r, f + offset]) for r, f in zip(real_groups, fake_groups)]
+        logits, mask = self._vmapped_logits(torch.cat([real, fake]), groups)
+
+        real_counts = torch.tensor([len(g) for g in real_groups], device=real.device)
+        fake_counts = torch.tensor([len(g) for g in fake_groups], device=real.device)
+        positions = torch.arange(logits.shape[1], device=real.device).unsqueeze(0)
+        is_real = mask & (positions < real_counts.unsqueeze(1))
+        is_fake = mask & ~is_real
+        real_loss, fake_loss = discriminator_losses(logits, logits, self.loss)
+        real_mean = (real_loss * is_real).sum(dim=1) / real_counts.clamp(min=1)
+        fake_mean = (fake_loss * is_fake).sum(dim=1) / fake_counts.clamp(min=1)
+        per_discriminator = real_mean + fake_mean
+        empty = (real_counts + fake_counts) == 0
+        # Stacking gives idle discriminators zero gradients, and Adam would still move them on
+        # momentum; step() skips them, as the routed loop does by leaving their gradients None.
+        self._idle = empty.tolist()
+        return RoutedLoss(
+            per_discriminator.sum(),
+            per_discriminator.detach().cpu().masked_fill(empty.cpu(), float("nan")),
+            real_counts.cpu(),
+            fake_counts.cpu(),
+        )
+
+    def generator_loss(self, fake: torch.Tensor, fake_classes: torch.Tensor) -> RoutedLoss:
+        num = self.num_discriminators
+        groups = _group_by_class(fake_classes.to(fake.device), num)
+        logits, mask = self._vmapped_logits(fake, groups)
+        losses = generator_losses(logits, self.loss) * mask
+        counts = mask.sum(dim=1)
+        per_discriminator = (losses.sum(dim=1) / counts.clamp(min=1)).detach().cpu()
+        return RoutedLoss(
+            losses.sum() / max(fake.shape[0], 1),
+            per_discriminator.masked_fill((counts == 0).cpu(), float("nan")),
+            torch.zeros(num, dtype=torch.int64),
+            counts.cpu(),
         )

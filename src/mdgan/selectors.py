@@ -13,12 +13,16 @@ classes are within rounding error of each other.
 
 from __future__ import annotations
 
+import logging
+import time
 from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
 
-__all__ = ["FaissSelector", "Selector", "TorchSelector", "build_selector"]
+__all__ = ["SELECTOR_KINDS", "AutoSelector", "FaissSelector", "Selector", "TorchSelector", "build_selector"]
+
+logger = logging.getLogger(__name__)
 
 # Relative margin under which two squared distances from the expansion count as a near tie.
 # float32 products of D terms err by about D * 6e-8 of ||x||^2 + ||m||^2; 1e-4 covers D <= 1600.
@@ -134,10 +138,68 @@ class FaissSelector(Selector):
         return torch.from_numpy(distances), torch.from_numpy(classes).long()
 
 
+class AutoSelector(Selector):
+    """Uses whichever implementation is fastest for the shape of each batch.
+
+    The first batch of each size bucket (powers of two) is routed by every candidate, timed,
+    and the fastest is kept for later batches of that bucket. All candidates return the same
+    assignments, so the choice changes speed only.
+
+    Parameters
+    ----------
+    device : str or torch.device, optional
+        Device of the torch implementation; FAISS is a candidate only on the CPU.
+    """
+
+    def __init__(self, device: str | torch.device | None = None) -> None:
+        self.device = torch.device(device) if device is not None else None
+        self.candidates: dict[str, Selector] = {"torch": TorchSelector(device)}
+        if self.device is None or self.device.type == "cpu":
+            self.candidates["faiss"] = FaissSelector()
+        self.choices_: dict[tuple[int, str], str] = {}
+        self.chosen_kind = "torch"
+
+    def fit(self, class_means: torch.Tensor) -> AutoSelector:
+        for candidate in self.candidates.values():
+            candidate.fit(class_means)
+        self.means_ = self.candidates["torch"].means_
+        self.choices_ = {}
+        return self
+
+    def _candidate_distances(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.candidates[self.chosen_kind]._candidate_distances(features)
+
+    @torch.no_grad()
+    def select(self, features: torch.Tensor) -> torch.Tensor:
+        self._check_fitted()
+        bucket = max(1, int(features.shape[0])).bit_length()
+        key = (bucket, features.device.type)
+        if key not in self.choices_:
+            timings = {}
+            for kind, candidate in self.candidates.items():
+                candidate.select(features)  # warm-up
+                started = time.perf_counter()
+                candidate.select(features)
+                if features.device.type == "cuda":
+                    torch.cuda.synchronize(features.device)
+                timings[kind] = time.perf_counter() - started
+            self.choices_[key] = min(timings, key=timings.get)
+            logger.debug("selector for batches near %d rows: %s (%s)", 2 ** (bucket - 1), self.choices_[key], timings)
+        self.chosen_kind = self.choices_[key]
+        return self.candidates[self.chosen_kind].select(features)
+
+    __call__ = select
+
+
+SELECTOR_KINDS = ("torch", "faiss", "auto")
+
+
 def build_selector(kind: str, device: str | torch.device | None = None) -> Selector:
-    """Create a selector by name: ``"torch"`` or ``"faiss"``."""
+    """Create a selector by name: ``"torch"``, ``"faiss"`` or ``"auto"``."""
     if kind == "torch":
         return TorchSelector(device=device)
     if kind == "faiss":
         return FaissSelector()
-    raise ValueError(f"unknown selector {kind!r}; choose 'torch' or 'faiss'")
+    if kind == "auto":
+        return AutoSelector(device=device)
+    raise ValueError(f"unknown selector {kind!r}; choose one of {SELECTOR_KINDS}")
