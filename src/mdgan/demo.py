@@ -10,8 +10,8 @@ __all__ = ["demo_overrides"]
 def demo_overrides(out: str | Path, steps: int = 2400, device: str = "auto") -> list[str]:
     """Dotted overrides of the default configuration that make the demo run.
 
-    Fashion-MNIST's 60,000 training images at 32x32, Ward on a 10,000-image subset into
-    nested levels of 1, 2 and 4 classes, and growth from 1 to 2 discriminators at a third of
+    Fashion-MNIST's 60,000 training images at 32x32, Ward on k-means micro-clusters (above
+    10,000 images) into nested levels of 1, 2 and 4 classes, and growth from 1 to 2 discriminators at a third of
     ``steps`` and to 4 at two thirds. CLIP is used when its weights are available locally,
     pixels otherwise. The networks are half the DCGAN width, so 2,400 steps take a few minutes
     on two CPU cores.
