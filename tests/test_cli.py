@@ -14,7 +14,7 @@ SMALL_DATA = ["--set", "data.max_images=600", "--set", "embedder.kind=pixel"]
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("embed", "partition", "train", "sample", "demo"):
+    for command in ("embed", "partition", "train", "sample", "eval", "demo"):
         assert command in result.output
 
 
@@ -138,3 +138,50 @@ def test_prompts_need_a_text_embedder(tmp_path, lfw_folder):
     )
     assert result.exit_code == 1
     assert "needs an embedder that embeds text" in result.output
+
+
+def test_bench_selector_writes_every_kind(tmp_path):
+    output = tmp_path / "selector.json"
+    result = runner.invoke(
+        app, ["bench", "selector", "--classes", "4", "--dim", "16", "--batch", "256", "--output", str(output)]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(output.read_text())
+    assert payload["machine"]["cores"] >= 1
+    kinds = [record["selector"] for record in payload["records"]]
+    assert kinds == ["torch", "faiss", "auto"]
+    for record in payload["records"]:
+        assert record["per_second"] > 0
+        assert record["bound_per_second"] > 0
+
+
+def test_bench_routing_compares_with_raw_encoder(tmp_path):
+    output = tmp_path / "routing.json"
+    result = runner.invoke(
+        app,
+        ["bench", "routing", "--model", "ViT-S-32", "--batch", "2", "--repeats", "1", "--device", "cpu",
+         "--output", str(output)],
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads(output.read_text())["records"]
+    assert [record["image_size"] for record in records] == [32, 64]
+    for record in records:
+        assert record["ratio"] > 0
+
+
+def test_resume_without_checkpoint_fails_fast(tmp_path):
+    result = runner.invoke(app, ["train", "--out", str(tmp_path / "none"), "--resume"])
+    assert result.exit_code == 1
+    assert "drop --resume" in result.output
+
+
+def test_missing_clip_file_is_a_clean_error(tmp_path, lfw_folder):
+    result = runner.invoke(
+        app,
+        ["train", "--out", str(tmp_path / "run"), "--steps", "2",
+         "--set", "data.source=folder", "--set", f"data.path={lfw_folder}",
+         "--set", "embedder.kind=clip", "--set", f"embedder.clip_pretrained={tmp_path / 'nope.safetensors'}"],
+    )
+    assert result.exit_code == 1
+    assert "CLIP checkpoint file not found" in result.output
+    assert "embedder.clip_pretrained" in result.output

@@ -111,3 +111,8 @@ def test_configuration_doc_is_current():
     assert generated.strip() == config_reference().strip(), (
         "docs/configuration.md is stale; regenerate it with make docs"
     )
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(ConfigError, match=r"optim\.stpes: unknown key; did you mean optim\.steps\?"):
+        load_config(None, ["optim.stpes=3"])

@@ -240,3 +240,9 @@ def test_weighted_ward_matches_merging_by_hand():
     assert sorted(children[0].tolist()) == [0, 1]
     children = weighted_ward_tree(np.array([[0.0], [2.5], [3.0]]), np.array([1, 100, 1]))
     assert sorted(children[0].tolist()) == [1, 2]
+
+
+def test_class_means_of_empty_class_is_an_error():
+    partition = Partition(np.array([[0, 0], [0, 0]]), (np.array([-1]), np.array([0, 0])))
+    with pytest.raises(ValueError, match=r"classes \[1\] of level 1 have no images"):
+        partition.class_means(torch.zeros(2, 3), 1)

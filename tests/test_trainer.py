@@ -143,3 +143,53 @@ def test_documented_custom_embedder_trains(tmp_path, random_images):
     summary = json.loads((tmp_path / "run" / "partition" / "partition.json").read_text())
     assert summary["embedder"] == "grey-histogram(16)"
     assert trainer.bank.num_discriminators == 4
+
+
+def test_vmapped_bank_trains_like_routed(tmp_path, random_images):
+    settings = {"model.discriminator_norm": "none"}
+    routed = Trainer(small_config(tmp_path / "routed", 9, **settings), dataset=random_images)
+    routed.train()
+    vmapped = Trainer(
+        small_config(tmp_path / "vmapped", 9, **settings, **{"model.discriminator_bank": "vmapped"}),
+        dataset=random_images,
+    )
+    vmapped.train()
+    assert type(vmapped.bank).__name__ == "VmappedDiscriminatorBank"
+    assert vmapped.bank.num_discriminators == 4
+    # Equal up to float rounding, which Adam amplifies over steps (a bank step alone agrees
+    # to 1e-5, see test_discriminators.py), so weights are compared by relative norm.
+    expected, actual = trainer_state(routed), trainer_state(vmapped)
+    weights = [name for name in expected if not name.startswith("opt")]
+    for name in weights:
+        value = expected[name]
+        difference = (value.float() - actual[name].float()).norm()
+        assert difference <= 1e-2 * value.float().norm() + 1e-6, name
+
+
+def test_new_run_in_used_directory_is_an_error(tmp_path, random_images):
+    from mdgan.trainer import RunDirectoryExistsError
+
+    Trainer(small_config(tmp_path / "run", 2), dataset=random_images).train()
+    with pytest.raises(RunDirectoryExistsError, match="already contains a run"):
+        Trainer(small_config(tmp_path / "run", 2), dataset=random_images).train()
+    replaced = Trainer(small_config(tmp_path / "run", 3, **{"output.overwrite": "true"}), dataset=random_images)
+    replaced.train()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("*.safetensors")] == ["step_0000003.safetensors"]
+
+
+def test_resume_past_the_end_is_an_error(tmp_path, random_images):
+    Trainer(small_config(tmp_path / "run", 4), dataset=random_images).train()
+    with pytest.raises(ValueError, match="already at step 4"):
+        Trainer(small_config(tmp_path / "run", 4), dataset=random_images).train(resume=True)
+
+
+def test_checkpoint_files_follow_umask(tmp_path, random_images):
+    import os
+
+    Trainer(small_config(tmp_path / "run", 2), dataset=random_images).train()
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (tmp_path / "run").rglob("*.safetensors"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path

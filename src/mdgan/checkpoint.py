@@ -23,6 +23,7 @@ __all__ = [
     "flatten_optimizer_state",
     "load_checkpoint",
     "save_checkpoint",
+    "save_safetensors",
     "unflatten_optimizer_state",
 ]
 
@@ -61,6 +62,21 @@ def unflatten_optimizer_state(
     return {"state": state, "param_groups": metadata["param_groups"]}
 
 
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write a safetensors file atomically, readable like any other file the user creates.
+
+    safetensors creates files with mode 0600; this applies the process umask instead.
+    """
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    save_file({name: value.detach().cpu().contiguous() for name, value in tensors.items()}, str(temporary), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    os.replace(temporary, path)
+    return path
+
+
 def save_checkpoint(
     directory: str | Path, step: int, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
 ) -> Path:
@@ -70,15 +86,11 @@ def save_checkpoint(
     stem = f"step_{step:07d}"
     tensor_path = directory / f"{stem}.safetensors"
     json_path = directory / f"{stem}.json"
-    contiguous = {name: value.detach().cpu().contiguous() for name, value in tensors.items()}
-    temporary = tensor_path.with_suffix(".safetensors.tmp")
-    save_file(contiguous, str(temporary))
     json_temporary = json_path.with_suffix(".json.tmp")
     json_temporary.write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
     # The sidecar lands first, so a tensor file found by find_latest_checkpoint is complete.
     os.replace(json_temporary, json_path)
-    os.replace(temporary, tensor_path)
-    return tensor_path
+    return save_safetensors(tensors, tensor_path)
 
 
 def find_latest_checkpoint(path: str | Path) -> Path:

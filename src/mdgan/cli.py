@@ -1,4 +1,4 @@
-"""The ``mdgan`` command line: embed, partition, train, sample and demo."""
+"""The ``mdgan`` command line: embed, partition, train, sample, eval and demo."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
     Optional[Path],
@@ -158,7 +158,10 @@ def embed(
         embedder, reason = _embedder(cfg, dataset.channels)
         started = time.perf_counter()
         features = compute_features(dataset, embedder, cfg.embedder.batch_size, progress=bars)
-    save_features(out, features, {"embedder": embedder.describe(), "dataset": dataset.name})
+    try:
+        save_features(out, features, {"embedder": embedder.describe(), "dataset": dataset.name})
+    except OSError as error:
+        raise _fail(error) from error
     table = Table(title="features")
     for column in ("dataset", "images", "dim", "embedder", "why", "seconds", "file"):
         table.add_column(column)
@@ -171,7 +174,8 @@ def embed(
 
 def _print_partition(partition) -> None:
     for level in range(partition.num_levels):
-        table = Table(title=f"level {level}: {partition.num_classes(level)} classes")
+        count = partition.num_classes(level)
+        table = Table(title=f"level {level}: {count} {'class' if count == 1 else 'classes'}")
         table.add_column("class", justify="right")
         table.add_column("name")
         table.add_column("images", justify="right")
@@ -206,7 +210,10 @@ def partition(
         dataset = _load_data(cfg, bars)
         embedder, reason = _embedder(cfg, dataset.channels)
         if features is not None:
-            values = load_features(features)
+            try:
+                values = load_features(features)
+            except FileNotFoundError as error:
+                raise _fail(error) from error
             if len(values) != len(dataset):
                 raise _fail(ValueError(
                     f"{features} holds {len(values)} feature rows but the dataset has {len(dataset)} "
@@ -227,8 +234,16 @@ def partition(
 
 
 def _train(cfg: TrainConfig, resume: bool) -> Path:
-    from .checkpoint import CheckpointNotFoundError
+    from .checkpoint import CheckpointNotFoundError, find_latest_checkpoint
+    from .embedders import ClipWeightsNotFoundError
     from .trainer import Trainer
+
+    if resume:
+        # Fail before decoding and embedding the data.
+        try:
+            find_latest_checkpoint(cfg.output.dir)
+        except CheckpointNotFoundError as error:
+            raise _fail(CheckpointNotFoundError(f"cannot resume: {error}; drop --resume to start a new run")) from error
 
     with _progress() as progress:
         bars = RichProgress(progress)
@@ -237,7 +252,7 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
             trainer = Trainer(cfg, dataset=dataset, progress=bars)
             console.print(f"embedder: [bold]{trainer.embedder.describe()}[/bold] ({trainer.embedder_reason})")
             run_dir = trainer.train(resume=resume)
-        except (CheckpointNotFoundError, ValueError, RuntimeError) as error:
+        except (CheckpointNotFoundError, ClipWeightsNotFoundError, FileExistsError, ValueError, RuntimeError) as error:
             raise _fail(error) from error
     _print_run_summary(run_dir)
     return run_dir
@@ -246,10 +261,14 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
 def _print_run_summary(run_dir: Path) -> None:
     lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines if line.strip()]
+    evaluations = [r for r in records if "eval" in r]
+    records = [r for r in records if "eval" not in r]
     table = Table(title=f"run {run_dir}")
     for column in ("step", "D", "loss_g", "loss_d", "real_per_d", "fake_per_d", "seconds"):
         table.add_column(column)
-    shown = records if len(records) <= 12 else records[:: max(1, len(records) // 12)] + records[-1:]
+    shown = records if len(records) <= 12 else records[:: max(1, len(records) // 12)]
+    if records and shown[-1] is not records[-1]:
+        shown.append(records[-1])
     for r in shown:
         losses = ", ".join("-" if v is None else f"{v:.3f}" for v in r["loss_d"])
         table.add_row(
@@ -257,6 +276,8 @@ def _print_run_summary(run_dir: Path) -> None:
             str(r["real_per_d"]), str(r["fake_per_d"]), f"{r['seconds']:.1f}",
         )
     console.print(table)
+    if evaluations:
+        _print_evaluation(evaluations[-1])
     console.print(
         f"samples: {run_dir / 'samples'}\npartition previews: {run_dir / 'partition'}\n"
         f"checkpoints: {run_dir / 'checkpoints'}"
@@ -272,9 +293,12 @@ def train(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (output.dir).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training length in steps (optim.steps).", min=1)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier run in the run directory.")
+    ] = False,
 ) -> None:
     """Train from a configuration file plus overrides."""
-    extra = []
+    extra = ["output.overwrite=true"] if overwrite else []
     if resume and config is None and out is not None and (out / "config.yaml").is_file():
         config = out / "config.yaml"
     if out is not None:
@@ -301,12 +325,120 @@ def sample(
         generator, metadata = load_generator(checkpoint, device)
     except (CheckpointNotFoundError, KeyError, ValueError) as error:
         raise _fail(error) from error
+    if out.is_dir() and not files:
+        raise _fail(ValueError(f"--out {out} is a directory; pass --files for one image per file, or a .png path for a grid"))
     images = generate(generator, num, seed)
-    written = save_images(images, out, as_files=files)
+    try:
+        written = save_images(images, out, as_files=files)
+    except (OSError, ValueError) as error:
+        raise _fail(error) from error
     console.print(
         f"{num} images from step {metadata['step']} ({metadata['num_discriminators']} discriminators) "
         f"written to [bold]{written}[/bold]"
     )
+
+
+def _print_evaluation(record: dict) -> None:
+    """Print one evaluation record of metrics.jsonl as tables."""
+    spaces = record.get("feature_spaces", {})
+    table = Table(title=f"evaluation at step {record['step']}: {record['num_samples']} generated, "
+                        f"{record['num_real']} real images")
+    for column in ("metric", "value", "feature space"):
+        table.add_column(column)
+    values = record["eval"]
+    for name, value in values.items():
+        if name.endswith("_std"):
+            continue
+        # Names are metric_space@count, and coverage's "space" is the run's classes.
+        space = name.split("@")[0].split("_", 1)[1]
+        shown = f"{value:.4f}"
+        if name + "_std" in values:
+            shown += f" ± {values[name + '_std']:.4f}"
+        table.add_row(name, shown, spaces.get(space, "classes of the run's selector"))
+    console.print(table)
+
+    coverage = record.get("coverage")
+    if coverage is None:
+        return
+    table = Table(title=f"coverage of the {len(coverage['classes'])} classes of level {coverage['level']} "
+                        f"(routed by {coverage['router']})")
+    for column in ("class", "name", "real share", "generated share", "generated", "dropped"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    # Per-class names are fd_<space>@<generated count>, and the count has its own column.
+    for name in coverage["classes"][0].get("fd", {}):
+        table.add_column(name.split("@")[0], justify="right")
+    for row in coverage["classes"]:
+        distances = ["-" if value is None else f"{value:.3f}" for value in row.get("fd", {}).values()]
+        table.add_row(
+            str(row["class"]), row["name"], f"{100 * row['real_share']:.1f}%",
+            f"{100 * row['generated_share']:.1f}%", str(row["generated_count"]),
+            "[red]DROPPED[/red]" if row["dropped"] else "no", *distances,
+        )
+    console.print(table)
+    if coverage["dropped"]:
+        console.print(
+            f"[red]dropped modes:[/red] class(es) {', '.join(map(str, coverage['dropped']))} received under "
+            f"{100 * coverage['dropped_share_ratio']:.0f}% of their share of real images"
+        )
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory or checkpoint .safetensors file.")],
+    metric: Annotated[
+        Optional[list[str]],
+        typer.Option("--metric", "-m", help="fd, kid, coverage or fid (repeatable); default: eval.metrics of the run."),
+    ] = None,
+    num_samples: Annotated[
+        Optional[int], typer.Option("--num-samples", "-n", help="Generated images (eval.num_samples).", min=2)
+    ] = None,
+    feature_space: Annotated[
+        Optional[list[str]],
+        typer.Option("--feature-space", "-f",
+                     help="pixels, fmnist-classifier, clip or inception (repeatable); default: "
+                          "pixels, plus fmnist-classifier on Fashion-MNIST."),
+    ] = None,
+    num_real: Annotated[
+        Optional[int], typer.Option(help="Real images for the real statistics; default: all.", min=2)
+    ] = None,
+    inception_weights: Annotated[
+        Optional[Path], typer.Option(help="Inception-v3 weights file (pt_inception-2015-12-05-6726825d.pth).")
+    ] = None,
+    classifier_weights: Annotated[
+        Optional[Path], typer.Option(help="Fashion-MNIST classifier weights; default: the file shipped with mdgan.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
+    overrides: SetOption = None,
+) -> None:
+    """Evaluate a trained generator: Fréchet distances, KID and class coverage.
+
+    The result is printed and appended to the run's metrics.jsonl.
+    """
+    from .checkpoint import CheckpointNotFoundError
+    from .data import DatasetError
+    from .evaluation import append_record, evaluate_checkpoint, run_directory
+
+    extra = list(overrides or [])
+    options = {
+        "eval.metrics": metric,
+        "eval.num_samples": num_samples,
+        "eval.feature_spaces": feature_space,
+        "eval.num_real": num_real,
+        "eval.inception_weights": str(inception_weights) if inception_weights else None,
+        "eval.classifier_weights": str(classifier_weights) if classifier_weights else None,
+    }
+    extra += [f"{key}={json.dumps(value)}" for key, value in options.items() if value is not None]
+    with _progress() as progress:
+        try:
+            result = evaluate_checkpoint(checkpoint, extra, device, progress=RichProgress(progress))
+        except ConfigError as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(2) from error
+        except (CheckpointNotFoundError, DatasetError, FileNotFoundError, ValueError, RuntimeError) as error:
+            raise _fail(error) from error
+    path = append_record(run_directory(result.checkpoint), result)
+    _print_evaluation(result.to_record())
+    console.print(f"evaluated {result.checkpoint} in {result.seconds:.1f} s; appended to {path}")
 
 
 @app.command()
@@ -315,15 +447,89 @@ def demo(
     steps: Annotated[int, typer.Option(help="Training steps; growth happens at 1/3 and 2/3.", min=3)] = 2400,
     device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
     overrides: SetOption = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier run in the run directory.")
+    ] = False,
 ) -> None:
     """Run the whole method on Fashion-MNIST at 32x32: embed, Ward into 4 classes, grow 1->2->4."""
     from .demo import demo_overrides
 
-    cfg = _config(None, demo_overrides(out, steps, device) + list(overrides or []))
+    extra = ["output.overwrite=true"] if overwrite else []
+    cfg = _config(None, demo_overrides(out, steps, device) + extra + list(overrides or []))
     started = time.perf_counter()
     run_dir = _train(cfg, resume=False)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
     console.print(f"try: mdgan sample {run_dir} --out {run_dir / 'grid.png'}")
+
+
+bench_app = typer.Typer(help="Measure routing speed on this machine.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _write_bench(name: str, records: list[dict], output: Optional[Path]) -> None:
+    from .bench import machine_info
+
+    payload = {"benchmark": name, "machine": machine_info(), "records": records}
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        console.print(f"results written to {output}")
+
+
+@bench_app.command("selector")
+def bench_selector(
+    num_classes: Annotated[list[int], typer.Option("--classes", help="Class counts (repeatable).")] = [2, 4, 8, 64],
+    dims: Annotated[list[int], typer.Option("--dim", help="Feature dimensions (repeatable).")] = [512, 768],
+    batches: Annotated[
+        list[int], typer.Option("--batch", help="Batch sizes in vectors (repeatable).")
+    ] = [64, 1024, 16384, 262144, 1048576],
+    device: Annotated[str, typer.Option(help="'cpu' or 'cuda'.")] = "cpu",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file for the results.")] = None,
+) -> None:
+    """Assignments per second of every selector, next to the memory-read bound."""
+    from .bench import bench_selectors, machine_info
+
+    info = machine_info()
+    console.print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, GPU: {info['cuda'] or 'none'}")
+    records = bench_selectors(num_classes, dims, batches, device=device, progress=lambda text: console.log(text))
+    table = Table(title="selector throughput (million vectors per second)")
+    for column in ("selector", "chosen", "N", "D", "batch", "M/s", "bound M/s", "of bound"):
+        table.add_column(column, justify="right")
+    for r in records:
+        table.add_row(
+            r["selector"], r["chosen"], str(r["num_classes"]), str(r["dim"]), str(r["batch"]),
+            f"{r['per_second'] / 1e6:.2f}", f"{r['bound_per_second'] / 1e6:.2f}", f"{r['fraction_of_bound']:.0%}",
+        )
+    console.print(table)
+    _write_bench("selector", records, output)
+
+
+@bench_app.command("routing")
+def bench_routing_command(
+    model: Annotated[str, typer.Option(help="open_clip architecture (random weights).")] = "ViT-B-32",
+    batch: Annotated[int, typer.Option(help="Generated images per batch.", min=1)] = 64,
+    repeats: Annotated[int, typer.Option(help="Timed repeats (best reported).", min=1)] = 3,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file for the results.")] = None,
+) -> None:
+    """Generated images per second through embedder and selector, against raw encode_image."""
+    from .bench import bench_routing, machine_info
+    from .build import resolve_device
+
+    info = machine_info()
+    console.print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, GPU: {info['cuda'] or 'none'}")
+    records = bench_routing(model, batch_size=batch, device=resolve_device(device), repeats=repeats,
+                            progress=lambda text: console.log(text))
+    table = Table(title=f"routing throughput, {model}, batch {batch} (images per second)")
+    for column in ("image size", "raw encode_image", "embed + select", "ratio"):
+        table.add_column(column, justify="right")
+    for r in records:
+        table.add_row(
+            f"{r['image_size']}x{r['image_size']}", f"{r['raw_encode_per_second']:.1f}",
+            f"{r['routed_per_second']:.1f}", f"{r['ratio']:.3f}",
+        )
+    console.print(table)
+    _write_bench("routing", records, output)
 
 
 if __name__ == "__main__":

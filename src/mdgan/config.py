@@ -20,6 +20,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EmbedderConfig",
+    "EvalConfig",
     "GrowthConfig",
     "ModelConfig",
     "OptimConfig",
@@ -187,9 +188,10 @@ class PartitionConfig(_Section):
 class SelectorConfig(_Section):
     """Nearest-class-mean routing of generated images."""
 
-    kind: Literal["torch", "faiss"] = Field(
+    kind: Literal["torch", "faiss", "auto"] = Field(
         default="torch",
-        description="Torch matrix product (runs on the training device) or FAISS IndexFlatL2 (CPU).",
+        description="Torch matrix product (runs on the training device), FAISS IndexFlatL2 "
+        "(CPU), or 'auto': the faster of the two for each batch size, timed on first use.",
     )
 
 
@@ -230,6 +232,11 @@ class ModelConfig(_Section):
     discriminator_norm: Literal["batch", "none"] = Field(
         default="batch", description="Batch normalisation in the discriminator, or none."
     )
+    discriminator_bank: Literal["routed", "vmapped"] = Field(
+        default="routed",
+        description="'routed': one call per discriminator on its sub-batch; 'vmapped': one call "
+        "over stacked parameters (for GPUs; needs discriminator_norm 'none').",
+    )
 
 
 class OptimConfig(_Section):
@@ -257,6 +264,10 @@ class OutputConfig(_Section):
     """Run directory and the intervals at which it is written."""
 
     dir: Path = Field(default=Path("runs/mdgan"), description="Run directory.")
+    overwrite: bool = Field(
+        default=False,
+        description="Replace an earlier run in output.dir; without it a new run there is an error.",
+    )
     log_every: int = Field(default=50, gt=0, description="Steps between metrics.jsonl lines.")
     sample_every: int = Field(default=500, gt=0, description="Steps between sample grids.")
     checkpoint_every: int = Field(default=1000, gt=0, description="Steps between checkpoints.")
@@ -264,6 +275,58 @@ class OutputConfig(_Section):
     preview_per_class: int = Field(
         default=16, gt=0, description="Real images per class in the partition previews."
     )
+
+
+class EvalConfig(_Section):
+    """Evaluation of the generator by Fréchet distance, KID and class coverage (docs/metrics.md)."""
+
+    every: int | None = Field(
+        default=None, gt=0, description="Steps between evaluations during training; None turns them off."
+    )
+    metrics: list[Literal["fd", "kid", "coverage", "fid"]] = Field(
+        default_factory=lambda: ["fd", "kid", "coverage"],
+        description="'fd' and 'kid' in every feature space, 'coverage' of the classes, and 'fid' "
+        "(the Fréchet distance in the Inception-v3 space, which needs its weights file).",
+    )
+    num_samples: int = Field(default=5000, gt=1, description="Generated images per evaluation.")
+    feature_spaces: list[Literal["pixels", "fmnist-classifier", "clip", "inception"]] | None = Field(
+        default=None,
+        description="Feature spaces of 'fd' and 'kid'; None uses pixels, plus fmnist-classifier "
+        "when data.source is 'fashion-mnist'.",
+    )
+    num_real: int | None = Field(
+        default=None, gt=1, description="Real images for the real statistics (a seeded random subset); None uses all."
+    )
+    batch_size: int = Field(default=250, gt=0, description="Images per batch when generating and extracting features.")
+    seed: int = Field(default=0, description="Seed of the generated noise, the real subset and the KID subsets.")
+    kid_subsets: int = Field(default=100, gt=0, description="Random subsets KID averages over.")
+    kid_subset_size: int = Field(default=1000, gt=1, description="Images of each set in one KID subset.")
+    min_class_samples: int = Field(
+        default=500, gt=1, description="Generated and real images a class needs for its own Fréchet distance."
+    )
+    dropped_share_ratio: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="A class is a dropped mode when its share of generated images is below this "
+        "fraction of its share of real images.",
+    )
+    classifier_weights: Path | None = Field(
+        default=None,
+        description="Weights of the Fashion-MNIST classifier; None uses the file shipped with mdgan.",
+    )
+    inception_weights: Path | None = Field(
+        default=None,
+        description="Inception-v3 weights file (pt_inception-2015-12-05-6726825d.pth); None looks "
+        "in $MDGAN_CACHE_DIR/weights/ (~/.cache/mdgan/weights/).",
+    )
+
+    @field_validator("metrics", "feature_spaces")
+    @classmethod
+    def _unique_entries(cls, values: list[str] | None) -> list[str] | None:
+        if values is not None and (not values or len(set(values)) != len(values)):
+            raise ValueError(f"must be a non-empty list without repeats, got {values}")
+        return values
 
 
 class TrainConfig(_Section):
@@ -277,6 +340,7 @@ class TrainConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     seed: int = Field(default=0, description="Seed of weights, noise and data order.")
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
 
@@ -291,9 +355,19 @@ class TrainConfig(_Section):
     def _check_lengths(self) -> TrainConfig:
         if self.optim.steps is None and self.optim.epochs is None:
             raise ValueError("set optim.steps or optim.epochs")
+        if self.model.discriminator_bank == "vmapped" and self.model.discriminator_norm == "batch":
+            raise ValueError(
+                "model.discriminator_bank 'vmapped' needs model.discriminator_norm 'none', because "
+                "batch statistics would mix the padded rows of the vmapped call into real ones"
+            )
         if self.data.image_size not in (32, 64):
             raise ValueError(
                 f"data.image_size must be 32 or 64 for the DCGAN networks, got {self.data.image_size}"
+            )
+        if "fmnist-classifier" in (self.eval.feature_spaces or []) and self.data.source != "fashion-mnist":
+            raise ValueError(
+                "eval.feature_spaces contains 'fmnist-classifier', which is trained on Fashion-MNIST "
+                f"only, but data.source is {self.data.source!r}; choose 'pixels', 'clip' or 'inception'"
             )
         return self
 
@@ -366,9 +440,31 @@ def _describe_validation_error(error: ValidationError) -> str:
         location = ".".join(str(part) for part in item["loc"]) or "<root>"
         detail = item["msg"]
         if item["type"] == "extra_forbidden":
-            detail = "unknown key"
-        lines.append(f"  {location}: {detail} (got {item.get('input')!r})")
+            detail = "unknown key" + _suggest_key(item["loc"])
+        elif item["type"] == "value_error":
+            # Our validators already name the value they reject.
+            detail = detail.removeprefix("Value error, ")
+        else:
+            detail = f"{detail} (got {item.get('input')!r})"
+        lines.append(f"  {location}: {detail}")
     return "\n".join(lines)
+
+
+def _suggest_key(location: tuple) -> str:
+    """Name the closest valid key to an unknown one, if any is close."""
+    import difflib
+
+    model: type[BaseModel] = TrainConfig
+    for part in location[:-1]:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    matches = difflib.get_close_matches(str(location[-1]), list(model.model_fields), n=1)
+    if not matches:
+        return ""
+    prefix = ".".join(str(part) for part in location[:-1])
+    return f"; did you mean {prefix + '.' if prefix else ''}{matches[0]}?"
 
 
 def config_reference() -> str:

@@ -50,6 +50,7 @@ __all__ = [
     "default_cache_dir",
     "load_dataset",
     "load_fashion_mnist",
+    "load_fashion_mnist_labels",
     "load_image_folder",
 ]
 
@@ -66,6 +67,9 @@ ProgressCallback = Callable[[int, int], None]
 _FASHION_MNIST_IMAGE_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
 # Magic number of an idx file of unsigned bytes with 3 dimensions (images, rows, columns).
 _IDX3_UBYTE_MAGIC = 0x00000803
+# Magic number of an idx file of unsigned bytes with 1 dimension (labels).
+_IDX1_UBYTE_MAGIC = 0x00000801
+_IDX1_HEADER_BYTES = 8
 _IDX_HEADER_BYTES = 16
 # Images resized per torch call, which bounds the float32 copy to about 64 MiB at 64x64.
 _RESIZE_CHUNK = 4096
@@ -359,6 +363,56 @@ def load_fashion_mnist(
         len(images), split, path, image_size, image_size, channels,
     )
     return ImageArray(images, name=f"fashion-mnist-{split}")
+
+
+def load_fashion_mnist_labels(
+    root: Path | None,
+    split: str,
+    download: bool,
+    cache_dir: Path | None,
+    max_images: int | None,
+) -> np.ndarray:
+    """Load the class labels (0 to 9) of the Fashion-MNIST images, int64 ``[N]``.
+
+    The labels file (``train-labels-idx1-ubyte`` or ``t10k-labels-idx1-ubyte``) is read from the
+    folder in which :func:`load_fashion_mnist` finds the images, so label ``i`` belongs to the
+    image ``i`` that function returns with the same arguments.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If the images or the labels file next to them are not found.
+    DatasetFormatError
+        If the labels file is not a valid idx1 file of unsigned bytes.
+    """
+    if split not in _FASHION_MNIST_IMAGE_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    images_path = _find_fashion_mnist(root, split, download, cache_dir)
+    stem = _FASHION_MNIST_IMAGE_FILES[split].replace("-images-idx3-", "-labels-idx1-")
+    path = _find_idx_file([images_path.parent], stem)
+    if path is None:
+        raise DatasetNotFoundError(
+            f"Fashion-MNIST {split} labels not found: expected {stem}.gz (or {stem}) next to "
+            f"the images in {images_path.parent}; copy it there from the same source"
+        )
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as stream:
+                data = stream.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as error:
+        raise DatasetFormatError(f"cannot read idx file {path}: {error}") from error
+    if len(data) < _IDX1_HEADER_BYTES:
+        raise DatasetFormatError(f"invalid idx file {path}: {len(data)} bytes, shorter than the header")
+    magic, count = struct.unpack(">II", data[:_IDX1_HEADER_BYTES])
+    if magic != _IDX1_UBYTE_MAGIC or len(data) - _IDX1_HEADER_BYTES != count:
+        raise DatasetFormatError(
+            f"invalid idx file {path}: magic number 0x{magic:08x} and {len(data) - _IDX1_HEADER_BYTES} "
+            f"label bytes, expected 0x{_IDX1_UBYTE_MAGIC:08x} and the {count} labels its header declares"
+        )
+    labels = np.frombuffer(data, dtype=np.uint8, offset=_IDX1_HEADER_BYTES).astype(np.int64)
+    return labels[:max_images] if max_images is not None else labels
 
 
 def _find_idx_file(folders: Sequence[Path], stem: str) -> Path | None:

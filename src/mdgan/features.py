@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from .checkpoint import save_safetensors
 from .embedders import Embedder, embed_dataset
 from .progress import NullProgress, ProgressHook
 
@@ -31,10 +31,7 @@ def save_features(path: str | Path, features: torch.Tensor, metadata: dict[str, 
     """Write features ``[N, D]`` and string metadata to a safetensors file atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    save_file({"features": features.contiguous().cpu()}, str(temporary), metadata=metadata)
-    os.replace(temporary, path)
-    return path
+    return save_safetensors({"features": features}, path, metadata)
 
 
 def load_features(path: str | Path) -> torch.Tensor:
@@ -90,8 +87,6 @@ def compute_features(
         tensors = {"features": features.contiguous()}
         for name, value in embedder.fitted_state_dict().items():
             tensors[f"embedder.{name}"] = value.detach().cpu().contiguous()
-        temporary = cache_path.with_name(cache_path.name + ".tmp")
-        save_file(tensors, str(temporary), metadata={"embedder": embedder.describe()})
-        os.replace(temporary, cache_path)
+        save_safetensors(tensors, cache_path, {"embedder": embedder.describe()})
         logger.info("features cached at %s", cache_path)
     return features

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from .checkpoint import save_safetensors
 from .features import save_features
 from .grids import save_partition_previews
 from .partitioners import Partition
@@ -48,7 +49,7 @@ def write_partition(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_features(directory / "features.safetensors", features, {"embedder": embedder_description})
-    save_file(partition.to_tensors(), str(directory / "partition.safetensors"))
+    save_safetensors(partition.to_tensors(), directory / "partition.safetensors")
     summary = {
         "embedder": embedder_description,
         "embedder_reason": embedder_reason,

@@ -111,7 +111,7 @@ class Partition:
             sums.index_add_(0, labels[rows], features[rows].double())
         counts = torch.bincount(labels, minlength=num_classes).double().unsqueeze(1)
         if bool((counts == 0).any()):
-            empty = torch.flatnonzero(counts.squeeze(1) == 0).tolist()
+            empty = torch.nonzero(counts.squeeze(1) == 0).flatten().tolist()
             raise ValueError(f"classes {empty} of level {level} have no images, so no class mean")
         return (sums / counts).float()
 

@@ -44,11 +44,11 @@ def generate(generator: nn.Module, num: int, seed: int = 0, batch_size: int = 25
 
 
 def save_images(images: torch.Tensor, out: str | Path, as_files: bool = False) -> Path:
-    """Save a grid to ``out`` (a .png path), or one PNG per image into the folder ``out``."""
+    """Save a grid to ``out`` (.png, .jpg or .webp), or one PNG per image into the folder ``out``."""
     out = Path(out)
     if not as_files:
-        if out.suffix.lower() != ".png":
-            out = out.with_suffix(".png")
+        if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+            raise ValueError(f"unsupported image file {out}: use a .png, .jpg or .webp name for the grid")
         columns = max(1, int(len(images) ** 0.5))
         return save_grid(images, out, columns)
     out.mkdir(parents=True, exist_ok=True)

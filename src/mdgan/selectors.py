@@ -24,9 +24,13 @@ __all__ = ["SELECTOR_KINDS", "AutoSelector", "FaissSelector", "Selector", "Torch
 
 logger = logging.getLogger(__name__)
 
-# Relative margin under which two squared distances from the expansion count as a near tie.
-# float32 products of D terms err by about D * 6e-8 of ||x||^2 + ||m||^2; 1e-4 covers D <= 1600.
-_NEAR_TIE_MARGIN = 1e-4
+# Unit roundoff of float32. A float32 dot product of D terms errs by at most about
+# D * u * ||x|| ||m|| (recursive summation), and a difference of two scores by twice that,
+# which is at most D * u * (||x||^2 + max ||m||^2).
+_FLOAT32_ROUNDOFF = 2.0**-24
+# Rows whose exact float64 distances are computed at once: 256 rows x 64 classes x 768
+# dimensions of float64 are 100 MB.
+_EXACT_BLOCK_ELEMENTS = 256 * 64 * 768
 
 
 class Selector(ABC):
@@ -39,8 +43,9 @@ class Selector(ABC):
         """Store the class means ``[K, D]`` to route to; returns self."""
 
     @abstractmethod
-    def _candidate_distances(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the two smallest approximate squared distances and their classes, ``[B, 2]``."""
+    def _candidate_distances(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return the two smallest approximate squared distances and their classes, ``[B, 2]``,
+        and the squared norm of every feature vector, ``[B]``."""
 
     @property
     def num_classes(self) -> int:
@@ -74,50 +79,85 @@ class Selector(ABC):
         if self.means_.shape[0] == 1 or features.shape[0] == 0:
             return torch.zeros(features.shape[0], dtype=torch.int64, device=device)
 
-        distances, classes = self._candidate_distances(features)
+        distances, classes, squared_norms = self._candidate_distances(features)
         distances, classes = distances.to(device), classes.to(device)
         chosen = classes[:, 0].clone()
 
         # Recompute exactly where rounding in the expansion could have flipped the order.
         means = self.means_.to(device)
-        scale = features.float().pow(2).sum(dim=1) + means.pow(2).sum(dim=1).max()
-        near = (distances[:, 1] - distances[:, 0]) <= _NEAR_TIE_MARGIN * scale + 1e-12
-        if bool(near.any()):
-            rows = features[near].double()
-            exact = (rows.unsqueeze(1) - means.double().unsqueeze(0)).pow(2).sum(dim=2)
-            chosen[near] = exact.argmin(dim=1)  # argmin returns the first index on ties
+        scale = squared_norms.to(device) + means.pow(2).sum(dim=1).max()
+        margin = 2.0 * features.shape[1] * _FLOAT32_ROUNDOFF
+        near = torch.nonzero((distances[:, 1] - distances[:, 0]) <= margin * scale + 1e-12).flatten()
+        if near.numel():
+            chosen[near] = self._exact_nearest(features[near], means)
         return chosen
+
+    @staticmethod
+    def _exact_nearest(rows: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+        """Nearest class mean by direct float64 differences, in blocks that bound memory."""
+        means = means.double()
+        block = max(1, _EXACT_BLOCK_ELEMENTS // (means.shape[0] * means.shape[1]))
+        chosen = []
+        for start in range(0, rows.shape[0], block):
+            differences = rows[start : start + block].double().unsqueeze(1) - means.unsqueeze(0)
+            # argmin returns the first index on ties, so ties go to the lowest class.
+            chosen.append(differences.pow(2).sum(dim=2).argmin(dim=1))
+        return torch.cat(chosen)
 
     __call__ = select
 
 
 class TorchSelector(Selector):
-    """Nearest class mean with one torch matrix product; runs on the means' device.
+    """Nearest class mean with torch matrix products; runs on the means' device.
+
+    On the CPU, large batches are processed in chunks of ``chunk_size`` rows, so the scores,
+    the norms and the ranking of a chunk all read it from the cache after one read from
+    memory.
 
     Parameters
     ----------
     device : str or torch.device, optional
         Where the class means live. Features are moved there by :meth:`select`.
+    chunk_size : int
+        Rows per chunk on the CPU (4096 rows of 512 float32 are 8 MiB).
     """
 
-    def __init__(self, device: str | torch.device | None = None) -> None:
+    def __init__(self, device: str | torch.device | None = None, chunk_size: int = 4096) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.device = torch.device(device) if device is not None else None
+        self.chunk_size = chunk_size
 
     def fit(self, class_means: torch.Tensor) -> TorchSelector:
         class_means = self._validate_means(class_means)
         if self.device is not None:
             class_means = class_means.to(self.device)
         self.means_ = class_means
-        self._half_norms = 0.5 * class_means.pow(2).sum(dim=1)  # [K]
+        self._means_t = class_means.T.contiguous()  # [D, K]
+        self._half_norms = (0.5 * class_means.pow(2).sum(dim=1)).unsqueeze(0)  # [1, K]
         return self
 
-    def _candidate_distances(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = features.to(self.means_.device, torch.float32)
+    def _chunk_candidates(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # 0.5 ||x - m||^2 - 0.5 ||x||^2 = 0.5 ||m||^2 - x.m, so the ranking needs no ||x||^2.
-        scores = torch.addmm(self._half_norms.unsqueeze(0), features, self.means_.T, alpha=-1.0)
+        scores = torch.addmm(self._half_norms, features, self._means_t, alpha=-1.0)  # [c, K]
         values, classes = torch.topk(scores, 2, dim=1, largest=False, sorted=True)
-        squared = 2.0 * values + features.pow(2).sum(dim=1, keepdim=True)
-        return squared, classes
+        squared_norms = torch.linalg.vector_norm(features, dim=1).square_()
+        return 2.0 * values + squared_norms.unsqueeze(1), classes, squared_norms
+
+    def _candidate_distances(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = features.to(self.means_.device, torch.float32)
+        rows = features.shape[0]
+        if features.device.type != "cpu" or rows <= self.chunk_size:
+            return self._chunk_candidates(features)
+        distances = features.new_empty(rows, 2)
+        classes = torch.empty(rows, 2, dtype=torch.int64)
+        squared_norms = features.new_empty(rows)
+        for start in range(0, rows, self.chunk_size):
+            end = start + self.chunk_size
+            distances[start:end], classes[start:end], squared_norms[start:end] = self._chunk_candidates(
+                features[start:end]
+            )
+        return distances, classes, squared_norms
 
 
 class FaissSelector(Selector):
@@ -132,10 +172,11 @@ class FaissSelector(Selector):
         self.index_.add(np.ascontiguousarray(class_means.numpy(), dtype=np.float32))
         return self
 
-    def _candidate_distances(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        queries = np.ascontiguousarray(features.detach().float().cpu().numpy())
-        distances, classes = self.index_.search(queries, 2)
-        return torch.from_numpy(distances), torch.from_numpy(classes).long()
+    def _candidate_distances(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = features.detach().float().cpu()
+        distances, classes = self.index_.search(np.ascontiguousarray(features.numpy()), 2)
+        squared_norms = torch.linalg.vector_norm(features, dim=1).square_()
+        return torch.from_numpy(distances), torch.from_numpy(classes).long(), squared_norms
 
 
 class AutoSelector(Selector):
@@ -166,7 +207,7 @@ class AutoSelector(Selector):
         self.choices_ = {}
         return self
 
-    def _candidate_distances(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _candidate_distances(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.candidates[self.chosen_kind]._candidate_distances(features)
 
     @torch.no_grad()

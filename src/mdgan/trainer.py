@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from torch import nn
 
 from . import __version__
 from .build import (
+    build_bank,
     build_discriminator_factory,
     build_embedder,
     build_generator,
@@ -47,8 +49,9 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .data import default_cache_dir, load_dataset
-from .discriminators import DiscriminatorBank, RoutedDiscriminatorBank
+from .discriminators import DiscriminatorBank
 from .embedders import Embedder
+from .evaluation import EvalResult, Routing, append_record, build_feature_space, evaluate_generator, plan_evaluation
 from .features import compute_features
 from .grids import save_grid
 from .growth import GrowthSchedule
@@ -57,9 +60,13 @@ from .outputs import write_partition
 from .progress import NullProgress, ProgressHook
 from .selectors import Selector
 
-__all__ = ["StepResult", "Trainer"]
+__all__ = ["RunDirectoryExistsError", "StepResult", "Trainer"]
 
 logger = logging.getLogger(__name__)
+
+
+class RunDirectoryExistsError(FileExistsError):
+    """Raised when a new run would write into a directory that holds an earlier run."""
 
 
 @dataclass
@@ -183,6 +190,8 @@ class Trainer:
         self._permutation: torch.Tensor | None = None
         self._window = _MetricWindow()
         self._run_started = time.perf_counter()
+        self._eval_spaces = None
+        self._eval_real_labels: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -211,6 +220,7 @@ class Trainer:
         Writes ``partition/`` in the run directory: the features, the partition, its class
         sizes and a preview grid of real images for every class and level.
         """
+        self._check_run_dir_is_new()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
         features = compute_features(
@@ -227,13 +237,30 @@ class Trainer:
         self._check_schedule_fits(partition)
         self._set_partition(partition, [partition.class_means(features, l) for l in range(partition.num_levels)])
         self._write_partition(features)
-        self.bank = RoutedDiscriminatorBank(
+        self.bank = build_bank(
+            self.config.model,
+            self.config.optim,
             self.discriminator_factory,
             self.d_optimizer_factory,
-            num_discriminators=partition.num_classes(self.level),
-            loss=self.config.optim.loss,
+            partition.num_classes(self.level),
         ).to(self.device)
         return partition
+
+    def _check_run_dir_is_new(self) -> None:
+        """Reject a run directory that already holds a run, unless overwriting is requested."""
+        previous = [self.run_dir / "metrics.jsonl", self.run_dir / "checkpoints"]
+        if not any(path.exists() for path in previous):
+            return
+        if not self.config.output.overwrite:
+            raise RunDirectoryExistsError(
+                f"run directory {self.run_dir} already contains a run; resume it (mdgan train --resume), "
+                "replace it (output.overwrite=true, or --overwrite), or choose another output.dir"
+            )
+        logger.warning("replacing the run in %s (output.overwrite)", self.run_dir)
+        for name in ("metrics.jsonl", "config.yaml"):
+            (self.run_dir / name).unlink(missing_ok=True)
+        for folder in ("checkpoints", "samples", "partition"):
+            shutil.rmtree(self.run_dir / folder, ignore_errors=True)
 
     def _check_schedule_fits(self, partition: Partition) -> None:
         if self.schedule.max_level >= partition.num_levels:
@@ -336,6 +363,12 @@ class Trainer:
         """
         if resume:
             self.resume()
+            if self.step >= self.total_steps:
+                raise ValueError(
+                    f"the run in {self.run_dir} is already at step {self.step}, and optim.steps gives "
+                    f"{self.total_steps}; pass a larger --steps (optim.steps) to train further"
+                )
+            self._write_config()
         elif self.bank is None:
             self.prepare()
         self._run_started = time.perf_counter()
@@ -361,13 +394,62 @@ class Trainer:
                 self.save_samples()
             if self.step % output.checkpoint_every == 0:
                 self.save_checkpoint()
+            if self.config.eval.every and self.step % self.config.eval.every == 0:
+                self.evaluate()
 
         self.progress.stop("train")
         self._flush_metrics()
         self.save_samples(tag="final")
         if self.step % output.checkpoint_every != 0:
             self.save_checkpoint()
+        if self.config.eval.every and self.step % self.config.eval.every != 0:
+            self.evaluate()
         return self.run_dir
+
+    def evaluate(self) -> EvalResult:
+        """Evaluate the generator with the ``config.eval`` settings and append the result to
+        metrics.jsonl.
+
+        Evaluation draws its noise from its own seeded generator, so training continues exactly
+        as it would without it.
+        """
+        settings = self.config.eval
+        spaces, metrics = plan_evaluation(settings, self.config.data.source)
+        if self._eval_spaces is None:
+            self._eval_spaces = [
+                build_feature_space(name, channels=self.dataset.channels, config=self.config, device=self.device)
+                for name in spaces
+            ]
+        routing = None
+        class_names = self.partition.class_names[self.level]
+        if "coverage" in metrics and len(class_names) == 1:
+            metrics = metrics - {"coverage"}  # one class is always fully covered
+        if "coverage" in metrics:
+            labels = self._eval_real_labels.get(self.level)
+            if labels is None:
+                # prepare() cached these features, so this reads them back unless the cache is gone.
+                features = compute_features(
+                    self.dataset, self.embedder, self.config.embedder.batch_size,
+                    cache_dir=(self.config.data.cache_dir or default_cache_dir()) / "features",
+                )
+                labels = Routing.from_features(
+                    self.embedder, self.selector, features.to(self.device), class_names, self.level
+                ).real_labels
+                self._eval_real_labels[self.level] = labels
+            routing = Routing(self.embedder, self.selector, labels, class_names, self.level)
+        result = evaluate_generator(
+            self.generator, self.dataset, settings, self._eval_spaces, metrics=metrics,
+            routing=routing, latent_dim=self.latent_dim,
+            cache_dir=self.config.data.cache_dir or default_cache_dir(), step=self.step,
+            progress=self.progress,
+        )
+        append_record(self.run_dir, result)
+        logger.info(
+            "step %d evaluation: %s",
+            self.step,
+            "  ".join(f"{name} {value:.4g}" for name, value in result.metrics.items() if not name.endswith("_std")),
+        )
+        return result
 
     # ------------------------------------------------------------------ outputs
 
@@ -502,11 +584,12 @@ class Trainer:
         self.g_optimizer.load_state_dict(
             unflatten_optimizer_state(tensors, metadata["optimizers"]["generator"], "optimizer.generator")
         )
-        self.bank = RoutedDiscriminatorBank(
+        self.bank = build_bank(
+            self.config.model,
+            self.config.optim,
             self.discriminator_factory,
             self.d_optimizer_factory,
-            num_discriminators=metadata["num_discriminators"],
-            loss=self.config.optim.loss,
+            metadata["num_discriminators"],
         ).to(self.device)
         for k, (discriminator, optimizer) in enumerate(zip(self.bank.discriminators, self.bank.optimizers)):
             discriminator.load_state_dict(_prefixed(tensors, f"discriminator.{k}."))
