@@ -2,6 +2,7 @@
 
     python benchmarks/bench_selector.py                # every selector, N in {2,4,8,64}, D in {512,768}
     python benchmarks/bench_selector.py --quick        # smaller batches only
+    python benchmarks/bench_selector.py --breakdown    # cost of each step of TorchSelector
 
 Same measurement as ``mdgan bench selector``.
 """
@@ -15,14 +16,66 @@ from _common import console, describe_machine, print_table, write_results
 from mdgan.bench import bench_selectors
 
 
+def breakdown(rows: int = 1 << 20, dim: int = 512, classes: int = 4, chunk: int = 4096) -> list[dict]:
+    """Throughput of TorchSelector's per-chunk steps, added one at a time.
+
+    Every step is one more pass of torch operations over each cached chunk; the drop from one
+    line to the next is that step's cost.
+    """
+    import torch
+
+    from mdgan.bench import memory_read_rate, time_call
+    from mdgan.selectors import TorchSelector
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.nn.functional.normalize(torch.randn(rows, dim, generator=generator), dim=1)
+    means = torch.nn.functional.normalize(torch.randn(classes, dim, generator=generator), dim=1)
+    half_norms = (0.5 * means.pow(2).sum(dim=1)).unsqueeze(0)
+    bound = memory_read_rate(features)
+
+    def chunks(with_ranking: bool, with_norms: bool) -> None:
+        for start in range(0, rows, chunk):
+            block = features[start : start + chunk]
+            scores = torch.addmm(half_norms, block, means.T, alpha=-1.0)
+            if with_ranking:
+                best, best_class = scores.min(dim=1)
+                scores.scatter(1, best_class.unsqueeze(1), float("inf")).amin(dim=1)
+            if with_norms:
+                torch.linalg.vector_norm(block, dim=1)
+
+    selector = TorchSelector(chunk_size=chunk).fit(means)
+    device = features.device
+    steps = {
+        "read once (sum)": lambda: features.sum(),
+        "scores (addmm), whole batch": lambda: torch.addmm(half_norms, features, means.T, alpha=-1.0),
+        "scores, chunked": lambda: chunks(False, False),
+        "scores + two smallest": lambda: chunks(True, False),
+        "scores + norms": lambda: chunks(False, True),
+        "scores + two smallest + norms": lambda: chunks(True, True),
+        "TorchSelector.select (all of it)": lambda: selector.select(features),
+    }
+    records = []
+    for name, function in steps.items():
+        per_second = rows / time_call(function, device)
+        records.append({"steps": name, "M_per_second": per_second / 1e6, "fraction_of_bound": per_second / bound})
+        console.print(records[-1])
+    return records
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="batches up to 16384 only")
+    parser.add_argument("--breakdown", action="store_true", help="time each step at N=4, D=512, B=1M")
     parser.add_argument("--output", help="JSON file (default benchmarks/results/selector.json)")
     args = parser.parse_args()
 
     machine = describe_machine()
+    if args.breakdown:
+        records = breakdown()
+        print_table("TorchSelector steps, N=4, D=512, 1M vectors", records, ["steps", "M_per_second", "fraction_of_bound"])
+        write_results("selector_breakdown", machine, records, args.output)
+        return
     batches = (64, 1024, 16384) if args.quick else (64, 1024, 16384, 262144, 1048576)
     records = bench_selectors(batch_sizes=batches, device=args.device, progress=console.print)
     for record in records:

@@ -2,15 +2,16 @@
 
     python benchmarks/bench_ward.py scale --num 1000000 --dim 512
     python benchmarks/bench_ward.py agreement --num 20000
+    python benchmarks/bench_ward.py stability --num 20000
 
 ``scale`` times ``WardPartitioner(8, algorithm="microclusters")`` on synthetic unit-norm
 features (a mixture of 32 anisotropic Gaussians, the shape CLIP features take) and reports
 the peak memory beyond the features (Linux VmHWM, reset after the features are built).
 
-``agreement`` compares exact and micro-cluster Ward, as the adjusted Rand index of the binary
-levels with 2, 4 and 8 classes, on 20,000-point sets: Fashion-MNIST pixel features, the
-synthetic mixture, and structureless Gaussian noise (the hardest case, where Ward's top
-splits are arbitrary).
+``agreement`` compares exact and micro-cluster Ward on 20,000-point sets, as the adjusted
+Rand index of the binary levels with 2, 4 and 8 classes. The sets are Fashion-MNIST pixel
+features, the synthetic mixture, and structureless Gaussian noise. Noise is the hardest case,
+because Ward's top splits are arbitrary there.
 """
 
 from __future__ import annotations
@@ -109,9 +110,34 @@ def run_agreement(args) -> list[dict]:
     return records
 
 
+def run_stability(args) -> list[dict]:
+    """Agreement of exact Ward with itself after dropping 1% of the points at random.
+
+    This is the ceiling for any approximation: where exact Ward on 99% of a set disagrees
+    with exact Ward on all of it, no faster method can be expected to agree better.
+    """
+    sets = {
+        "fashion-mnist pixels 8x8 (64-d)": lambda: fashion_pixels(args.num),
+        "gaussian mixture (512-d)": lambda: mixture(args.num, 512, seed=1),
+    }
+    records = []
+    rng = np.random.default_rng(0)
+    for name, make in sets.items():
+        features = make()
+        full = WardPartitioner(8, algorithm="exact", max_exact_size=args.num).fit(features)
+        kept = np.sort(rng.choice(args.num, int(args.num * 0.99), replace=False))
+        subset = WardPartitioner(8, algorithm="exact", max_exact_size=args.num).fit(features[torch.as_tensor(kept)])
+        record = {"features": name, "num": args.num, "kept": len(kept)}
+        for level, classes in ((1, 2), (2, 4), (3, 8)):
+            record[f"ari@{classes}"] = adjusted_rand_score(full.labels[level][kept], subset.labels[level])
+        records.append(record)
+        console.print(record)
+    return records
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("scale", "agreement"))
+    parser.add_argument("mode", choices=("scale", "agreement", "stability"))
     parser.add_argument("--num", type=int, default=None, help="points (default 1,000,000 / 20,000)")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--microclusters", type=int, default=2048)
@@ -124,6 +150,11 @@ def main() -> None:
         records = run_scale(args)
         print_table("micro-cluster Ward", records,
                     ["num", "dim", "microclusters", "seconds", "features_gb", "peak_beyond_features_gb"])
+    elif args.mode == "stability":
+        args.num = args.num or 20_000
+        records = run_stability(args)
+        print_table("exact Ward on 99% of the points against all of them (adjusted Rand index)", records,
+                    ["features", "num", "kept", "ari@2", "ari@4", "ari@8"])
     else:
         args.num = args.num or 20_000
         records = run_agreement(args)

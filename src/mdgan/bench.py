@@ -152,8 +152,8 @@ def bench_routing(
     """Generated images per second through embedder and selector, against raw ``encode_image``.
 
     The open_clip model has random weights, because speed does not depend on them. The raw
-    encoder runs on images already at its input size and normalised; the routed path starts
-    from generator outputs ``[B, channels, size, size]`` in [-1, 1], resizes and normalises
+    encoder runs on images already at its input size and normalised. The routed path starts
+    from generator outputs ``[B, channels, size, size]`` in [-1, 1]. It resizes and normalises
     them on the device, encodes them and assigns them to the nearest of ``num_classes`` means.
     """
     from .embedders import OpenClipEmbedder

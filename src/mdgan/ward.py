@@ -6,9 +6,10 @@ clusters depends only on their sizes and centroids,
 ``|Ci||Cj| / (|Ci| + |Cj|) * ||mu_i - mu_j||^2``, so starting from weighted centroids gives the
 same tree as starting from the points whenever every micro-cluster is a single point.
 
-The weighted tree is built with the nearest-neighbour chain algorithm in O(K^2) time and O(K)
-memory for K micro-clusters: Ward's cost is reducible, so merging reciprocal nearest
-neighbours in any order and then sorting the merges by cost gives the greedy merge sequence.
+The weighted tree is built with the nearest-neighbour chain algorithm in O(K^2 D) time and
+O(K D) memory for K micro-clusters of dimension D. Ward's cost is reducible, so merging
+reciprocal nearest neighbours in any order and then sorting the merges by cost gives the
+greedy merge sequence.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def weighted_ward_tree(centroids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     Returns
     -------
     np.ndarray
-        int64 ``[K - 1, 2]``: row ``i`` holds the two nodes merged into node ``K + i``, where
+        int64 ``[K - 1, 2]``: row ``i`` contains the two nodes merged into node ``K + i``, where
         nodes ``0 .. K-1`` are the input clusters. Merges are in increasing order of cost.
     """
     centroids = np.array(centroids, dtype=np.float64)
@@ -66,7 +67,8 @@ def weighted_ward_tree(centroids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         costs = sizes[current] * sizes[candidates] / (sizes[current] + sizes[candidates]) * distances
         best = int(np.argmin(costs))
         nearest, best_cost = int(candidates[best]), costs[best]
-        # Prefer the previous chain element on ties, so that the chain always terminates.
+        # On ties, prefer the previous chain element: the chain then never cycles, because
+        # each step strictly lowers the cost unless it returns to that element.
         if len(chain) > 1:
             previous = chain[-2]
             previous_cost = costs[np.searchsorted(candidates, previous)]
@@ -132,6 +134,8 @@ def microclusters(
         niter=iterations,
         seed=seed,
         max_points_per_centroid=max_points_per_centroid,
+        # FAISS warns below 39 points per centroid; micro-clusters are meant to be small.
+        min_points_per_centroid=1,
         verbose=False,
     )
     kmeans.train(features)
