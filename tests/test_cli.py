@@ -185,3 +185,16 @@ def test_missing_clip_file_is_a_clean_error(tmp_path, lfw_folder):
     assert result.exit_code == 1
     assert "CLIP checkpoint file not found" in result.output
     assert "embedder.clip_pretrained" in result.output
+
+
+@needs_fashion_mnist
+def test_embed_reuses_feature_cache(tmp_path):
+    cache = tmp_path / "cache"
+    options = [*SMALL_DATA, "--set", f"data.cache_dir={cache}"]
+    first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
+    assert runner.invoke(app, ["embed", "--out", str(first), *options]).exit_code == 0
+    cached = sorted((cache / "features").iterdir())
+    assert len(cached) == 1
+    assert runner.invoke(app, ["embed", "--out", str(second), *options]).exit_code == 0
+    assert sorted((cache / "features").iterdir()) == cached
+    assert (load_file(str(first))["features"] == load_file(str(second))["features"]).all()

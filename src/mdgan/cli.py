@@ -132,6 +132,12 @@ def _load_data(cfg: TrainConfig, bars: RichProgress):
     return dataset
 
 
+def _feature_cache(cfg: TrainConfig) -> Path:
+    from .data import default_cache_dir
+
+    return (cfg.data.cache_dir or default_cache_dir()) / "features"
+
+
 def _embedder(cfg: TrainConfig, channels: int):
     from .build import build_embedder, resolve_device
     from .embedders import ClipWeightsNotFoundError
@@ -157,7 +163,7 @@ def embed(
         dataset = _load_data(cfg, bars)
         embedder, reason = _embedder(cfg, dataset.channels)
         started = time.perf_counter()
-        features = compute_features(dataset, embedder, cfg.embedder.batch_size, progress=bars)
+        features = compute_features(dataset, embedder, cfg.embedder.batch_size, cache_dir=_feature_cache(cfg), progress=bars)
     try:
         save_features(out, features, {"embedder": embedder.describe(), "dataset": dataset.name})
     except OSError as error:
@@ -220,7 +226,7 @@ def partition(
                     "images; embed the same data settings"
                 ))
         else:
-            values = compute_features(dataset, embedder, cfg.embedder.batch_size, progress=bars)
+            values = compute_features(dataset, embedder, cfg.embedder.batch_size, cache_dir=_feature_cache(cfg), progress=bars)
         try:
             bars.start("partition", None, "partition")
             result = build_partitioner(cfg.partition, embedder).fit(values)
