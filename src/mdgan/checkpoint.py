@@ -101,6 +101,10 @@ def find_latest_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
+    if not path.exists():
+        raise CheckpointNotFoundError(
+            f"{path} not found: pass a run directory or a checkpoint .safetensors file"
+        )
     candidates = []
     for folder in (path / "checkpoints", path):
         if folder.is_dir():
@@ -110,7 +114,8 @@ def find_latest_checkpoint(path: str | Path) -> Path:
                     candidates.append((int(match.group(1)), item))
     if not candidates:
         raise CheckpointNotFoundError(
-            f"no checkpoint (checkpoints/step_NNNNNNN.safetensors with its .json) found in {path}"
+            f"no checkpoint (checkpoints/step_NNNNNNN.safetensors with its .json) found in {path}; "
+            "train a run there first (mdgan train --out DIR) or pass a checkpoint file"
         )
     return max(candidates)[1]
 

@@ -29,6 +29,7 @@ __all__ = [
     "SelectorConfig",
     "TrainConfig",
     "apply_overrides",
+    "describe_validation_error",
     "load_config",
 ]
 
@@ -431,10 +432,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return TrainConfig.model_validate(values)
     except ValidationError as error:
-        raise ConfigError(_describe_validation_error(error)) from error
+        raise ConfigError(describe_validation_error(error)) from error
 
 
-def _describe_validation_error(error: ValidationError) -> str:
+def describe_validation_error(error: ValidationError) -> str:
+    """Render a validation error as one line per field: the dotted key, what is wrong, the value."""
     lines = [f"invalid configuration ({error.error_count()} error(s)):"]
     for item in error.errors():
         location = ".".join(str(part) for part in item["loc"]) or "<root>"

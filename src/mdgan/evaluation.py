@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from safetensors import safe_open
 from torch import nn
 
 from .build import build_embedder, build_selector, resolve_device
 from .checkpoint import load_checkpoint
-from .config import ConfigError, EvalConfig, TrainConfig, apply_overrides
+from .config import ConfigError, EvalConfig, TrainConfig, apply_overrides, describe_validation_error
 from .data import default_cache_dir, load_dataset
 from .embedders import Embedder, OpenClipEmbedder, PixelEmbedder, clip_weights_available
 from .features import compute_features, load_features
@@ -486,8 +487,8 @@ def evaluate_checkpoint(
     tensors, _ = load_checkpoint(metadata["path"], device="cpu")
     try:
         config = TrainConfig.model_validate(apply_overrides(metadata["config"], list(overrides)))
-    except ValueError as error:
-        raise ConfigError(f"invalid evaluation settings: {error}") from error
+    except ValidationError as error:
+        raise ConfigError(f"invalid evaluation settings: {describe_validation_error(error)}") from error
     settings = config.eval
 
     dataset = load_dataset(config.data)
