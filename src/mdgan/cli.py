@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -90,12 +91,13 @@ def main(
         level = logging.DEBUG
     elif quiet:
         level = logging.WARNING
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, markup=False)],
-        force=True,
-    )
+    handler = RichHandler(console=console, show_path=False, markup=False)
+    # open_clip logs its model set-up to the root logger and faiss its CPU features; both are
+    # noise next to mdgan's own messages unless --verbose is given.
+    if not verbose:
+        handler.addFilter(lambda record: record.name != "root" or record.levelno >= logging.WARNING)
+        logging.getLogger("faiss").setLevel(logging.WARNING)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
 
 
 def _config(config: Optional[Path], overrides: Optional[list[str]], extra: list[str] = ()) -> TrainConfig:
@@ -468,14 +470,20 @@ def demo(
     console.print(f"try: mdgan sample {run_dir} --out {run_dir / 'grid.png'}")
 
 
-bench_app = typer.Typer(help="Measure routing speed on this machine.", no_args_is_help=True)
+bench_app = typer.Typer(help="Measure selector and routing speed on this machine.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
 
 def _write_bench(name: str, records: list[dict], output: Optional[Path]) -> None:
     from .bench import machine_info
 
-    payload = {"benchmark": name, "machine": machine_info(), "records": records}
+    payload = {
+        "benchmark": name,
+        "command": " ".join(["mdgan"] + sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine_info(),
+        "records": records,
+    }
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(payload, indent=2), encoding="utf-8")
