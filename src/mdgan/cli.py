@@ -92,8 +92,8 @@ def main(
     elif quiet:
         level = logging.WARNING
     handler = RichHandler(console=console, show_path=False, markup=False)
-    # open_clip logs its model set-up to the root logger and faiss its CPU features; both are
-    # noise next to mdgan's own messages unless --verbose is given.
+    # open_clip logs its model set-up to the root logger, and faiss logs its CPU features.
+    # Both drown mdgan's own messages, so they are shown only with --verbose.
     if not verbose:
         handler.addFilter(lambda record: record.name != "root" or record.levelno >= logging.WARNING)
         logging.getLogger("faiss").setLevel(logging.WARNING)
@@ -115,20 +115,14 @@ def _fail(error: Exception) -> typer.Exit:
 
 def _load_data(cfg: TrainConfig, bars: RichProgress):
     from .data import DatasetError, load_dataset
+    from .progress import CounterProgress
 
-    state = {"done": 0}
-
-    def report(done: int, total: int) -> None:
-        if "decode" not in bars.tasks:
-            bars.start("decode", total, "decode")
-        bars.advance("decode", done - state["done"])
-        state["done"] = done
-
+    report = CounterProgress(bars, "decode")
     try:
         dataset = load_dataset(cfg.data, progress=report)
     except (DatasetError, OSError, ValueError) as error:
         raise _fail(error) from error
-    bars.stop("decode")
+    report.stop()
     if dataset.skipped:
         console.print(f"[yellow]{len(dataset.skipped)} unreadable files skipped[/yellow], first: {dataset.skipped[0][0]}")
     return dataset
@@ -224,7 +218,7 @@ def partition(
                 raise _fail(error) from error
             if len(values) != len(dataset):
                 raise _fail(ValueError(
-                    f"{features} holds {len(values)} feature rows but the dataset has {len(dataset)} "
+                    f"{features} contains {len(values)} feature rows but the dataset has {len(dataset)} "
                     "images; embed the same data settings"
                 ))
         else:

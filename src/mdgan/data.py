@@ -395,14 +395,7 @@ def load_fashion_mnist_labels(
             f"Fashion-MNIST {split} labels not found: expected {stem}.gz (or {stem}) next to "
             f"the images in {images_path.parent}; copy it there from the same source"
         )
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as stream:
-                data = stream.read()
-        else:
-            data = path.read_bytes()
-    except (OSError, EOFError, zlib.error) as error:
-        raise DatasetFormatError(f"cannot read idx file {path}: {error}") from error
+    data = _read_idx_bytes(path)
     if len(data) < _IDX1_HEADER_BYTES:
         raise DatasetFormatError(f"invalid idx file {path}: {len(data)} bytes, shorter than the header")
     magic, count = struct.unpack(">II", data[:_IDX1_HEADER_BYTES])
@@ -480,17 +473,20 @@ def _download_fashion_mnist(download_root: Path, split: str) -> str | None:
     return None
 
 
-def _read_idx_images(path: Path) -> np.ndarray:
-    """Parse an idx3-ubyte file (gzipped when the name ends in .gz) into ``uint8 [N, rows, cols]``."""
+def _read_idx_bytes(path: Path) -> bytes:
+    """Read the bytes of an idx file, gunzipping it when the name ends in .gz."""
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as stream:
-                data = stream.read()
-        else:
-            data = path.read_bytes()
+                return stream.read()
+        return path.read_bytes()
     except (OSError, EOFError, zlib.error) as error:
         raise DatasetFormatError(f"cannot read idx file {path}: {error}") from error
 
+
+def _read_idx_images(path: Path) -> np.ndarray:
+    """Parse an idx3-ubyte file (gzipped when the name ends in .gz) into ``uint8 [N, rows, cols]``."""
+    data = _read_idx_bytes(path)
     if len(data) < _IDX_HEADER_BYTES:
         raise DatasetFormatError(
             f"invalid idx file {path}: {len(data)} bytes, shorter than the "

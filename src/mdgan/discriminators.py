@@ -249,7 +249,7 @@ class VmappedDiscriminatorBank(DiscriminatorBank):
     """Evaluates all discriminators in one call, vectorised over their stacked parameters.
 
     Each step pads the routed sub-batches to the largest one and runs ``torch.func.vmap`` of
-    one discriminator over the stacked parameters of all of them; convolutions become one
+    one discriminator over the stacked parameters of all of them. Convolutions then become one
     grouped convolution. This trades the ``K`` small calls of :class:`RoutedDiscriminatorBank`
     for one large call, which pays off on GPUs where small calls leave the device idle.
     Padded rows are masked out of the losses, and gradients reach every discriminator's own
@@ -340,7 +340,7 @@ class VmappedDiscriminatorBank(DiscriminatorBank):
         per_discriminator = real_mean + fake_mean
         empty = (real_counts + fake_counts) == 0
         # Stacking gives idle discriminators zero gradients, and Adam would still move them on
-        # momentum; step() skips them, as the routed loop does by leaving their gradients None.
+        # momentum. So step() skips them, as the routed loop does by leaving their gradients None.
         self._idle = empty.tolist()
         return RoutedLoss(
             per_discriminator.sum(),

@@ -186,8 +186,8 @@ class Routing:
 class EvalResult:
     """The numbers of one evaluation.
 
-    ``metrics`` maps names such as ``fd_pixels@5k`` and ``coverage_tv@5k`` to values;
-    ``feature_spaces`` maps each space's short name to its full description; ``coverage``
+    ``metrics`` maps names such as ``fd_pixels@5k`` and ``coverage_tv@5k`` to values.
+    ``feature_spaces`` maps each space's short name to its full description. ``coverage``
     contains the per-class table, or None when coverage was not computed.
     """
 

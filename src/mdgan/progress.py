@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["NullProgress", "ProgressHook"]
+__all__ = ["CounterProgress", "NullProgress", "ProgressHook"]
 
 
 class ProgressHook(Protocol):
@@ -28,3 +28,29 @@ class NullProgress:
 
     def stop(self, task: str) -> None:
         pass
+
+
+class CounterProgress:
+    """Adapts a ``progress(done, total)`` callback, as the data loaders call it, to a hook.
+
+    The task starts on the first call, so a load served from a cache shows no bar, and
+    :meth:`stop` stops it only if it started.
+    """
+
+    def __init__(self, hook: ProgressHook, task: str, description: str = "") -> None:
+        self.hook = hook
+        self.task = task
+        self.description = description or task
+        self.started = False
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.started:
+            self.hook.start(self.task, total, self.description)
+            self.started = True
+        self.hook.advance(self.task, done - self.done)
+        self.done = done
+
+    def stop(self) -> None:
+        if self.started:
+            self.hook.stop(self.task)

@@ -57,7 +57,7 @@ from .grids import save_grid
 from .growth import GrowthSchedule
 from .partitioners import Partition, Partitioner
 from .outputs import write_partition
-from .progress import NullProgress, ProgressHook
+from .progress import CounterProgress, NullProgress, ProgressHook
 from .selectors import Selector
 
 __all__ = ["RunDirectoryExistsError", "StepResult", "Trainer"]
@@ -66,7 +66,7 @@ logger = logging.getLogger(__name__)
 
 
 class RunDirectoryExistsError(FileExistsError):
-    """Raised when a new run would write into a directory that holds an earlier run."""
+    """Raised when a new run would write into a directory that contains an earlier run."""
 
 
 @dataclass
@@ -196,20 +196,9 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
 
     def _load_dataset(self):
-        progress = self.progress
-        started = []
-
-        def report(done: int, total: int) -> None:
-            if not started:
-                progress.start("decode", total, "decoding images")
-                started.append(True)
-            progress.advance("decode", done - progress_state[0])
-            progress_state[0] = done
-
-        progress_state = [0]
+        report = CounterProgress(self.progress, "decode")
         dataset = load_dataset(self.config.data, progress=report)
-        if started:
-            progress.stop("decode")
+        report.stop()
         if dataset.skipped:
             logger.warning("%d unreadable images skipped; see partition/skipped.json", len(dataset.skipped))
         return dataset
@@ -235,7 +224,8 @@ class Trainer:
         partition = self.partitioner.fit(features)
         self.progress.stop("partition")
         self._check_schedule_fits(partition)
-        self._set_partition(partition, [partition.class_means(features, l) for l in range(partition.num_levels)])
+        means = [partition.class_means(features, level) for level in range(partition.num_levels)]
+        self._set_partition(partition, means, self.schedule.level_at(self.step))
         self._write_partition(features)
         self.bank = build_bank(
             self.config.model,
@@ -247,7 +237,7 @@ class Trainer:
         return partition
 
     def _check_run_dir_is_new(self) -> None:
-        """Reject a run directory that already holds a run, unless overwriting is requested."""
+        """Reject a run directory that already contains a run, unless overwriting is requested."""
         previous = [self.run_dir / "metrics.jsonl", self.run_dir / "checkpoints"]
         if not any(path.exists() for path in previous):
             return
@@ -270,12 +260,12 @@ class Trainer:
                 "classes at the last); raise partition.num_classes or remove growth milestones"
             )
 
-    def _set_partition(self, partition: Partition, class_means: list[torch.Tensor]) -> None:
+    def _set_partition(self, partition: Partition, class_means: list[torch.Tensor], level: int) -> None:
         self.partition = partition
         self.class_means = [means.to(self.device) for means in class_means]
         self._labels = torch.as_tensor(partition.labels, device=self.device)
-        self.level = self.schedule.level_at(self.step)
-        self.selector.fit(self.class_means[self.level])
+        self.level = level
+        self.selector.fit(self.class_means[level])
 
     def _write_config(self) -> None:
         values = self.config.model_dump(mode="json")
@@ -576,9 +566,7 @@ class Trainer:
 
         self.step = metadata["step"]
         self._check_schedule_fits(partition)
-        self._set_partition(partition, means)
-        self.level = metadata["level"]
-        self.selector.fit(self.class_means[self.level])
+        self._set_partition(partition, means, metadata["level"])
 
         self.generator.load_state_dict(_prefixed(tensors, "generator."))
         self.g_optimizer.load_state_dict(
