@@ -13,7 +13,8 @@ from rich.table import Table
 from mdgan.bench import machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
-console = Console()
+# Wide enough for every table when the output goes to a file or a pipe.
+console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def describe_machine() -> dict:

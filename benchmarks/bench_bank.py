@@ -2,12 +2,14 @@
 
     python benchmarks/bench_bank.py                  # DCGAN 32x32x3, width 64, batch 64
     python benchmarks/bench_bank.py --size 64 --device cuda
+    python benchmarks/bench_bank.py --steps 2 --warmup 1   # operator counts only, quickly
 
 A step is what ``Trainer.train_step`` does after routing: generate a batch, update the
 discriminators on real and generated images, then update the generator. Routing itself
 (embedding generated images) is measured by bench_routing.py, so here every generated image
 gets a fixed, uniformly drawn class. The same generator, networks and batch are used for 1 and
-4 discriminators; the ratio of their step times is the cost of the bank. The vmapped bank is
+4 discriminators, and their steps are taken in turn; the ratio of their median step times is
+the cost of the bank, and the quartiles of the step-by-step ratios show its spread. The vmapped bank is
 measured against one discriminator without batch normalisation, which it requires.
 """
 
@@ -26,13 +28,16 @@ from mdgan.discriminators import RoutedDiscriminatorBank, VmappedDiscriminatorBa
 from mdgan.networks import DCGANDiscriminator, DCGANGenerator
 
 
-def step_seconds(bank_class, norm, num_discriminators, args, device) -> float:
+def make_step(bank_class, norm, num_discriminators, args, device):
+    """One training step, as a function, for a bank of ``num_discriminators``."""
     torch.manual_seed(0)
     generator = DCGANGenerator(100, args.size, 3, args.width).to(device)
-    g_optimizer = torch.optim.Adam(generator.parameters(), 2e-4, betas=(0.5, 0.999))
+    # foreach=True: the multi-tensor Adam that PyTorch uses by default on CUDA, so that the
+    # operator counts below are those of a GPU step on any device.
+    g_optimizer = torch.optim.Adam(generator.parameters(), 2e-4, betas=(0.5, 0.999), foreach=True)
     bank = bank_class(
         partial(DCGANDiscriminator, args.size, 3, args.width, norm),
-        partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999)),
+        partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999), foreach=True),
         1,
     ).to(device)
     if num_discriminators > 1:
@@ -52,18 +57,58 @@ def step_seconds(bank_class, norm, num_discriminators, args, device) -> float:
         g_optimizer.step()
         bank.requires_grad_(True)
 
+    return step
+
+
+def timed(step, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
+def operator_calls(step) -> dict[str, int]:
+    """Tensor operations that one step dispatches to the backend, forward and backward.
+
+    On a GPU nearly every one of them is a kernel launch. With small sub-batches the launches,
+    not the arithmetic, set the step time there, so these counts, taken on any device, show
+    whether a bank can hold its ratio on a GPU. Views (metadata only) and profiler
+    markers are not counted; ``convolutions`` counts forward and backward convolutions.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts = {"operators": 0, "convolutions": 0}
+
+    class Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func.overloadpacket)
+            if not func.is_view and not name.startswith("profiler."):
+                counts["operators"] += 1
+                counts["convolutions"] += name in ("aten.convolution", "aten.convolution_backward")
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        step()
+    return counts
+
+
+def compare(one_step, four_step, args, device) -> tuple[float, float, list[float]]:
+    """Median step times of both banks, their steps taken in turn, and the ratio of each pair.
+
+    Taking the steps in turn gives both banks the same state of the machine. On a virtual
+    machine the speed of memory can change by a factor of two within a minute.
+    """
     for _ in range(args.warmup):
-        step()
-    times = []
+        one_step()
+        four_step()
+    ones, fours = [], []
     for _ in range(args.steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        ones.append(timed(one_step, device))
+        fours.append(timed(four_step, device))
+    return statistics.median(ones), statistics.median(fours), [f / o for o, f in zip(ones, fours)]
 
 
 def main() -> None:
@@ -71,7 +116,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, choices=(32, 64))
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps (median reported)")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps of each bank (median reported)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--output", help="JSON file (default benchmarks/results/bank.json)")
@@ -86,8 +131,10 @@ def main() -> None:
         ("vmapped", VmappedDiscriminatorBank, "none"),
     ]:
         # The reference for every bank is the routed loop with one discriminator of the same norm.
-        one = step_seconds(RoutedDiscriminatorBank, norm, 1, args, device)
-        four = step_seconds(bank_class, norm, 4, args, device)
+        one_step = make_step(RoutedDiscriminatorBank, norm, 1, args, device)
+        four_step = make_step(bank_class, norm, 4, args, device)
+        one, four, pair_ratios = compare(one_step, four_step, args, device)
+        quartiles = statistics.quantiles(pair_ratios, n=4)
         record = {
             "bank": name,
             "norm": norm,
@@ -96,12 +143,20 @@ def main() -> None:
             "one_d_ms": one * 1e3,
             "four_d_ms": four * 1e3,
             "ratio": four / one,
+            "pair_ratio_quartiles": [quartiles[0], quartiles[2]],
+            "one_d_calls": operator_calls(one_step),
+            "four_d_calls": operator_calls(four_step),
             "device": str(device),
         }
         records.append(record)
         console.print(record)
+    for record in records:
+        record["ratio_q1_q3"] = "{:.2f}-{:.2f}".format(*record["pair_ratio_quartiles"])
+        for bank in ("one_d", "four_d"):
+            record[f"{bank}_ops_convs"] = "{operators}/{convolutions}".format(**record[f"{bank}_calls"])
     print_table("training step, 4 discriminators vs 1", records,
-                ["bank", "norm", "size", "batch", "one_d_ms", "four_d_ms", "ratio"])
+                ["bank", "norm", "size", "batch", "one_d_ms", "four_d_ms", "ratio", "ratio_q1_q3",
+                 "one_d_ops_convs", "four_d_ops_convs"])
     write_results("bank", machine, records, args.output)
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_selector.py                # every selector, N in {2,4,8,64}, D in {512,768}
     python benchmarks/bench_selector.py --quick        # smaller batches only
-    python benchmarks/bench_selector.py --breakdown    # cost of each step of TorchSelector
+    python benchmarks/bench_selector.py --breakdown    # cost of each step, torch against the fused kernel
 
 Same measurement as ``mdgan bench selector``.
 """
@@ -17,21 +17,21 @@ from mdgan.bench import bench_selectors
 
 
 def breakdown(rows: int = 1 << 20, dim: int = 512, classes: int = 4, chunk: int = 4096) -> list[dict]:
-    """Throughput of TorchSelector's per-chunk steps, added one at a time.
+    """Throughput of TorchSelector's per-chunk steps, added one at a time, and of the fused kernel.
 
-    Every step is one more pass of torch operations over each cached chunk; the drop from one
-    line to the next is that step's cost.
+    Every torch step is one more pass of torch operations over each cached chunk; the drop
+    from one line to the next is that step's cost. The fused kernel does all of them in one
+    pass over each row. All lines are timed in turn, round after round, with the bound.
     """
     import torch
 
-    from mdgan.bench import memory_read_rate, time_call
-    from mdgan.selectors import TorchSelector
+    from mdgan.bench import time_calls
+    from mdgan.selectors import NumbaSelector, TorchSelector
 
     generator = torch.Generator().manual_seed(0)
     features = torch.nn.functional.normalize(torch.randn(rows, dim, generator=generator), dim=1)
     means = torch.nn.functional.normalize(torch.randn(classes, dim, generator=generator), dim=1)
     half_norms = (0.5 * means.pow(2).sum(dim=1)).unsqueeze(0)
-    bound = memory_read_rate(features)
 
     def chunks(with_ranking: bool, with_norms: bool) -> None:
         for start in range(0, rows, chunk):
@@ -43,8 +43,8 @@ def breakdown(rows: int = 1 << 20, dim: int = 512, classes: int = 4, chunk: int 
             if with_norms:
                 torch.linalg.vector_norm(block, dim=1)
 
-    selector = TorchSelector(chunk_size=chunk).fit(means)
-    device = features.device
+    torch_selector = TorchSelector(chunk_size=chunk).fit(means)
+    numba_selector = NumbaSelector().fit(means)
     steps = {
         "read once (sum)": lambda: features.sum(),
         "scores (addmm), whole batch": lambda: torch.addmm(half_norms, features, means.T, alpha=-1.0),
@@ -52,12 +52,15 @@ def breakdown(rows: int = 1 << 20, dim: int = 512, classes: int = 4, chunk: int 
         "scores + two smallest": lambda: chunks(True, False),
         "scores + norms": lambda: chunks(False, True),
         "scores + two smallest + norms": lambda: chunks(True, True),
-        "TorchSelector.select (all of it)": lambda: selector.select(features),
+        "TorchSelector.select (all of it)": lambda: torch_selector.select(features),
+        "fused kernel: scores, two smallest, norms, near ties": lambda: numba_selector._rank(features),
+        "NumbaSelector.select (all of it)": lambda: numba_selector.select(features),
     }
+    seconds = time_calls(steps, features.device)
+    bound = seconds["read once (sum)"]
     records = []
-    for name, function in steps.items():
-        per_second = rows / time_call(function, device)
-        records.append({"steps": name, "M_per_second": per_second / 1e6, "fraction_of_bound": per_second / bound})
+    for name, elapsed in seconds.items():
+        records.append({"steps": name, "M_per_second": rows / elapsed / 1e6, "fraction_of_bound": bound / elapsed})
         console.print(records[-1])
     return records
 
@@ -73,7 +76,7 @@ def main() -> None:
     machine = describe_machine()
     if args.breakdown:
         records = breakdown()
-        print_table("TorchSelector steps, N=4, D=512, 1M vectors", records, ["steps", "M_per_second", "fraction_of_bound"])
+        print_table("selector steps, N=4, D=512, 1M vectors", records, ["steps", "M_per_second", "fraction_of_bound"])
         write_results("selector_breakdown", machine, records, args.output)
         return
     batches = (64, 1024, 16384) if args.quick else (64, 1024, 16384, 262144, 1048576)

@@ -149,7 +149,7 @@ def test_bench_selector_writes_every_kind(tmp_path):
     payload = json.loads(output.read_text())
     assert payload["machine"]["cores"] >= 1
     kinds = [record["selector"] for record in payload["records"]]
-    assert kinds == ["torch", "faiss", "auto"]
+    assert kinds == ["torch", "faiss", "numba", "auto"]
     for record in payload["records"]:
         assert record["per_second"] > 0
         assert record["bound_per_second"] > 0

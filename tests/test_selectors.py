@@ -5,9 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mdgan.selectors import AutoSelector, FaissSelector, TorchSelector, build_selector
+from mdgan.selectors import AutoSelector, FaissSelector, NumbaSelector, TorchSelector, build_selector
 
-SELECTORS = [TorchSelector, FaissSelector, AutoSelector]
+SELECTORS = [TorchSelector, FaissSelector, NumbaSelector, AutoSelector]
 
 
 def brute_force(features: np.ndarray, means: np.ndarray) -> np.ndarray:
@@ -63,12 +63,21 @@ def test_selectors_agree_on_clip_like_features():
     means = torch.nn.functional.normalize(torch.randn(64, 512, generator=generator), dim=1)
     features = torch.nn.functional.normalize(torch.randn(5000, 512, generator=generator), dim=1)
     torch_choice = TorchSelector().fit(means).select(features)
-    faiss_choice = FaissSelector().fit(means).select(features)
-    assert torch.equal(torch_choice, faiss_choice)
+    for selector_class in (FaissSelector, NumbaSelector):
+        assert torch.equal(torch_choice, selector_class().fit(means).select(features))
     assert np.array_equal(torch_choice.numpy(), brute_force(features.numpy(), means.numpy()))
 
 
-@pytest.mark.parametrize("kind", ["torch", "faiss"])
+def test_numba_selector_accepts_strided_and_float64_features():
+    generator = torch.Generator().manual_seed(2)
+    means = torch.randn(6, 16, generator=generator)
+    wide = torch.randn(200, 32, generator=generator, dtype=torch.float64)
+    features = wide[::2, ::2]  # neither contiguous nor float32
+    expected = brute_force(features.float().numpy(), means.numpy())
+    assert np.array_equal(NumbaSelector().fit(means).select(features).numpy(), expected)
+
+
+@pytest.mark.parametrize("kind", ["torch", "faiss", "numba", "auto"])
 def test_selector_input_errors(kind):
     selector = build_selector(kind)
     with pytest.raises(RuntimeError, match="not fitted"):
@@ -92,7 +101,7 @@ def test_auto_selector_matches_every_backend():
     for batch in (1, 7, 300, 5000):
         features = torch.randn(batch, 32, generator=generator)
         chosen = auto.select(features)
-        assert auto.chosen_kind in ("torch", "faiss")
-        for selector_class in (TorchSelector, FaissSelector):
+        assert auto.chosen_kind in ("torch", "faiss", "numba")
+        for selector_class in (TorchSelector, FaissSelector, NumbaSelector):
             assert torch.equal(chosen, selector_class().fit(means).select(features))
     assert len(auto.choices_) == 4

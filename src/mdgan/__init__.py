@@ -15,10 +15,11 @@ from .embedders import Embedder, OpenClipEmbedder, PixelEmbedder  # noqa: E402
 from .growth import ConstantGrowthSchedule, FixedGrowthSchedule, GrowthSchedule  # noqa: E402
 from .networks import DCGANDiscriminator, DCGANGenerator  # noqa: E402
 from .partitioners import Partition, Partitioner, PromptPartitioner, WardPartitioner  # noqa: E402
-from .selectors import FaissSelector, Selector, TorchSelector  # noqa: E402
+from .selectors import AutoSelector, FaissSelector, NumbaSelector, Selector, TorchSelector  # noqa: E402
 from .trainer import Trainer  # noqa: E402
 
 __all__ = [
+    "AutoSelector",
     "ConstantGrowthSchedule",
     "DCGANDiscriminator",
     "DCGANGenerator",
@@ -30,6 +31,7 @@ __all__ = [
     "OpenClipEmbedder",
     "Partition",
     "Partitioner",
+    "NumbaSelector",
     "PixelEmbedder",
     "PromptPartitioner",
     "RoutedDiscriminatorBank",

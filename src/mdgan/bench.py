@@ -7,19 +7,23 @@ and writes as JSON, together with :func:`machine_info`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
 from .selectors import SELECTOR_KINDS, build_selector
 
-__all__ = ["bench_routing", "bench_selectors", "machine_info", "memory_read_rate", "time_call"]
+__all__ = ["bench_routing", "bench_selectors", "machine_info", "memory_read_rate", "time_call", "time_calls"]
 
 logger = logging.getLogger(__name__)
+
+# Selector kinds that route on the CPU whatever the device of the features.
+_CPU_ONLY_KINDS = ("faiss", "numba")
 
 
 def machine_info() -> dict:
@@ -53,6 +57,12 @@ def machine_info() -> dict:
         info["faiss"] = faiss.__version__
     except ImportError:
         info["faiss"] = None
+    try:
+        import numba
+
+        info["numba"] = numba.__version__
+    except ImportError:
+        info["numba"] = None
     return info
 
 
@@ -80,6 +90,36 @@ def time_call(function: Callable[[], object], device: torch.device, repeats: int
     return best
 
 
+def time_calls(
+    functions: Mapping[str, Callable[[], object]],
+    device: torch.device,
+    repeats: int = 5,
+    min_seconds: float = 0.2,
+) -> dict[str, float]:
+    """Best wall time of each function in seconds, the functions called in turn.
+
+    Each round calls every function once, so all of them see the same state of the machine.
+    On a virtual machine the memory bandwidth can change by a factor of two within a minute,
+    and ratios of times taken far apart would mix those states. Rounds repeat at
+    least ``repeats`` times and until ``min_seconds`` have passed, after a warm-up round.
+    """
+    for function in functions.values():
+        function()
+    _synchronize(device)
+    best = dict.fromkeys(functions, float("inf"))
+    total, rounds = 0.0, 0
+    while rounds < repeats or total < min_seconds:
+        for name, function in functions.items():
+            started = time.perf_counter()
+            function()
+            _synchronize(device)
+            elapsed = time.perf_counter() - started
+            best[name] = min(best[name], elapsed)
+            total += elapsed
+        rounds += 1
+    return best
+
+
 def memory_read_rate(features: torch.Tensor) -> float:
     """Vectors per second at which this machine reads ``features`` once (a sum over it).
 
@@ -100,8 +140,9 @@ def bench_selectors(
     """Assignments per second of every selector kind on random unit-norm features.
 
     For each dimension, the largest batch is allocated once and smaller batches are its first
-    rows. Every record carries the memory-read bound measured on the same batch in the same
-    run, as ``bound_per_second``.
+    rows. Every record carries the memory-read bound (one ``sum`` over the batch), timed in
+    turn with the selectors of the same shape, as ``bound_per_second``. FAISS and Numba run
+    on the CPU only and are skipped on other devices.
     """
     device = torch.device(device)
     records = []
@@ -112,23 +153,26 @@ def bench_selectors(
         ).to(device)
         for batch in batch_sizes:
             features = largest[:batch]
-            bound = memory_read_rate(features)
             for classes in num_classes:
                 means = torch.nn.functional.normalize(torch.randn(classes, dim, generator=generator), dim=1)
-                for kind in kinds:
-                    if kind == "faiss" and device.type != "cpu":
-                        continue
-                    selector = build_selector(kind, device).fit(means)
-                    seconds = time_call(lambda: selector.select(features), device)
+                selectors = {
+                    kind: build_selector(kind, device).fit(means)
+                    for kind in kinds
+                    if device.type == "cpu" or kind not in _CPU_ONLY_KINDS
+                }
+                calls = {"bound": lambda: features.sum()}
+                calls.update({kind: functools.partial(selector.select, features) for kind, selector in selectors.items()})
+                seconds = time_calls(calls, device)
+                for kind, selector in selectors.items():
                     record = {
                         "selector": kind,
                         "chosen": getattr(selector, "chosen_kind", kind),
                         "num_classes": classes,
                         "dim": dim,
                         "batch": batch,
-                        "per_second": batch / seconds,
-                        "bound_per_second": bound,
-                        "fraction_of_bound": batch / seconds / bound,
+                        "per_second": batch / seconds[kind],
+                        "bound_per_second": batch / seconds["bound"],
+                        "fraction_of_bound": seconds["bound"] / seconds[kind],
                         "device": str(device),
                     }
                     records.append(record)

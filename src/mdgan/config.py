@@ -189,10 +189,12 @@ class PartitionConfig(_Section):
 class SelectorConfig(_Section):
     """Nearest-class-mean routing of generated images."""
 
-    kind: Literal["torch", "faiss", "auto"] = Field(
-        default="torch",
+    kind: Literal["torch", "faiss", "numba", "auto"] = Field(
+        default="auto",
         description="Torch matrix product (runs on the training device), FAISS IndexFlatL2 "
-        "(CPU), or 'auto': the faster of the two for each batch size, timed on first use.",
+        "(CPU), a fused Numba kernel (CPU; fastest for large batches and few classes), or "
+        "'auto': the fastest of those available on the device for each batch size, timed on "
+        "first use. All return the same classes.",
     )
 
 
