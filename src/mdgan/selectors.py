@@ -93,6 +93,11 @@ class Selector(ABC):
         if self.means_ is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(class_means) first")
 
+    def _set_means(self, class_means: torch.Tensor) -> None:
+        self.means_ = class_means
+        # Read once here: on a GPU, reading a value back in every select() would wait for it.
+        self._max_squared_norm = float(class_means.pow(2).sum(dim=1).max())
+
     def _validate_means(self, class_means: torch.Tensor) -> torch.Tensor:
         class_means = torch.as_tensor(class_means).detach()
         if class_means.ndim != 2 or class_means.shape[0] == 0:
@@ -125,7 +130,7 @@ class Selector(ABC):
     def _near_tie_tolerance(self, dim: int) -> tuple[float, float]:
         """``(a, b)``: a row is a near tie when its gap is at most ``a ||x||^2 + b``."""
         margin = 2.0 * dim * _FLOAT32_ROUNDOFF
-        return margin, margin * float(self.means_.pow(2).sum(dim=1).max()) + 1e-12
+        return margin, margin * self._max_squared_norm + 1e-12
 
     def _near_ties(self, gap: torch.Tensor, squared_norms: torch.Tensor) -> torch.Tensor:
         """Indices of the rows to recompute exactly.
@@ -164,7 +169,7 @@ class TorchSelector(Selector):
         class_means = self._validate_means(class_means)
         if self.device is not None:
             class_means = class_means.to(self.device)
-        self.means_ = class_means
+        self._set_means(class_means)
         # A transposed view, not a contiguous [D, K] copy: with the copy, MKL's sgemm ran 3x
         # slower on CPU (torch 2.14.1, 1M x 512 features, 4 classes).
         self._means_t = class_means.T
@@ -209,7 +214,7 @@ class FaissSelector(Selector):
         import faiss
 
         class_means = self._validate_means(class_means).cpu()
-        self.means_ = class_means
+        self._set_means(class_means)
         self.index_ = faiss.IndexFlatL2(class_means.shape[1])
         self.index_.add(np.ascontiguousarray(class_means.numpy(), dtype=np.float32))
         return self
@@ -251,7 +256,7 @@ class NumbaSelector(Selector):
         if not numba_available():
             raise ImportError("NumbaSelector needs numba; install it with: pip install numba")
         class_means = self._validate_means(class_means).cpu().contiguous()
-        self.means_ = class_means
+        self._set_means(class_means)
         self._means = class_means.numpy()
         self._half_norms = 0.5 * (self._means * self._means).sum(axis=1, dtype=np.float32)
         return self
@@ -297,7 +302,7 @@ class AutoSelector(Selector):
     def fit(self, class_means: torch.Tensor) -> AutoSelector:
         for candidate in self.candidates.values():
             candidate.fit(class_means)
-        self.means_ = self.candidates["torch"].means_
+        self._set_means(self.candidates["torch"].means_)
         self.choices_ = {}
         return self
 
