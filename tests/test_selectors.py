@@ -105,3 +105,15 @@ def test_auto_selector_matches_every_backend():
         for selector_class in (TorchSelector, FaissSelector, NumbaSelector):
             assert torch.equal(chosen, selector_class().fit(means).select(features))
     assert len(auto.choices_) == 4
+
+
+@pytest.mark.parametrize("selector_class", SELECTORS)
+def test_selector_resolves_cancellation_far_from_origin(selector_class):
+    # Far from the origin the float32 expansion cannot tell these two means apart: its scores
+    # are about 5e5, with a rounding step of 0.03, while the true distances differ by 4e-6.
+    means = torch.tensor([[1000.0, 0.0], [1000.0, 0.02]])
+    features = torch.tensor([[1000.0, 0.0099], [1000.0, 0.0101], [1000.0, 0.0098], [1000.0, 0.0102]])
+    expected = brute_force(features.numpy(), means.numpy())
+    assert expected.tolist() == [0, 1, 0, 1]
+    chosen = selector_class().fit(means).select(features)
+    assert chosen.tolist() == expected.tolist()

@@ -75,10 +75,18 @@ def nearest_with_near_ties(features, means, half_norms, slope, offset, classes, 
                     d1 += value * m1[j]
                     d2 += value * m2[j]
                     d3 += value * m3[j]
-            best, second, best_index = _keep_two_smallest(half_norms[start] - d0, start, best, second, best_index)
-            best, second, best_index = _keep_two_smallest(half_norms[start + 1] - d1, start + 1, best, second, best_index)
-            best, second, best_index = _keep_two_smallest(half_norms[start + 2] - d2, start + 2, best, second, best_index)
-            best, second, best_index = _keep_two_smallest(half_norms[start + 3] - d3, start + 3, best, second, best_index)
+            best, second, best_index = _keep_two_smallest(
+                half_norms[start] - d0, start, best, second, best_index
+            )
+            best, second, best_index = _keep_two_smallest(
+                half_norms[start + 1] - d1, start + 1, best, second, best_index
+            )
+            best, second, best_index = _keep_two_smallest(
+                half_norms[start + 2] - d2, start + 2, best, second, best_index
+            )
+            best, second, best_index = _keep_two_smallest(
+                half_norms[start + 3] - d3, start + 3, best, second, best_index
+            )
             start += 4
         if start == 0:
             for j in range(dim):
@@ -88,7 +96,9 @@ def nearest_with_near_ties(features, means, half_norms, slope, offset, classes, 
             dot = np.float32(0.0)
             for j in range(dim):
                 dot += row[j] * mean[j]
-            best, second, best_index = _keep_two_smallest(half_norms[start] - dot, start, best, second, best_index)
+            best, second, best_index = _keep_two_smallest(
+                half_norms[start] - dot, start, best, second, best_index
+            )
             start += 1
         classes[i] = best_index
         near[i] = 2.0 * (second - best) <= slope * norm + offset

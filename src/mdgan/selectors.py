@@ -244,9 +244,9 @@ class NumbaSelector(Selector):
     Routing a large batch is bound by reading the features from memory. Torch reads each
     chunk once for the matrix product, again for the row norms and once more for the ranking.
     This kernel reads a row once, on all cores, and computes its dot products, its norm and
-    its two smallest scores while the row is in the L1 cache. It is the fastest implementation for the few
-    classes of a partition; with many classes (64 and more) the work per row is large enough
-    that MKL's matrix product wins.
+    its two smallest scores while the row is in the L1 cache. It is the fastest implementation
+    for the few classes of a partition; with many classes (64 and more) the work per row is
+    large enough that MKL's matrix product wins.
 
     The kernel is compiled on the first :meth:`select` of a process (a few seconds) and cached
     on disk by Numba for later processes. Features on a GPU are copied to the CPU.
