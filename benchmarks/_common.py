@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from mdgan.bench import describe_machine as describe_machine_line
 from mdgan.bench import machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -20,10 +21,7 @@ console = Console() if sys.stdout.isatty() else Console(width=160)
 def describe_machine() -> dict:
     """Print and return the machine description."""
     info = machine_info()
-    console.print(
-        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB, torch "
-        f"{info['torch']} ({info['torch_threads']} threads), GPU: {info['cuda'] or 'none'}"
-    )
+    console.print(describe_machine_line(info))
     return info
 
 

@@ -111,13 +111,20 @@ def compare(one_step, four_step, args, device) -> tuple[float, float, list[float
     return statistics.median(ones), statistics.median(fours), [f / o for o, f in zip(ones, fours)]
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32, choices=(32, 64))
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=40, help="timed steps of each bank (median reported)")
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=positive, default=40, help="timed steps of each bank (median reported)")
+    parser.add_argument("--warmup", type=positive, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--output", help="JSON file (default benchmarks/results/bank.json)")
     args = parser.parse_args()
@@ -149,7 +156,7 @@ def main() -> None:
             "device": str(device),
         }
         records.append(record)
-        console.print(record)
+        console.print(f"{name} bank, {norm} norm: 1 D {one * 1e3:.0f} ms, 4 D {four * 1e3:.0f} ms, ratio {four / one:.2f}")
     for record in records:
         record["ratio_q1_q3"] = "{:.2f}-{:.2f}".format(*record["pair_ratio_quartiles"])
         for bank in ("one_d", "four_d"):

@@ -198,3 +198,14 @@ def test_embed_reuses_feature_cache(tmp_path):
     assert runner.invoke(app, ["embed", "--out", str(second), *options]).exit_code == 0
     assert sorted((cache / "features").iterdir()) == cached
     assert (load_file(str(first))["features"] == load_file(str(second))["features"]).all()
+
+
+def test_bench_selector_rejects_bad_options():
+    for arguments, message in [
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--classes", "0"], "--classes"),
+        (["--batch", "0"], "--batch"),
+    ]:
+        result = runner.invoke(app, ["bench", "selector", "--dim", "8", *arguments])
+        assert result.exit_code != 0
+        assert message in result.output

@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +13,20 @@ SELECTORS = [TorchSelector, FaissSelector, NumbaSelector, AutoSelector]
 
 
 def brute_force(features: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Float64 nearest means; exact enough for random data, which has no ties."""
     distances = ((features[:, None, :].astype(np.float64) - means[None].astype(np.float64)) ** 2).sum(-1)
     return distances.argmin(axis=1)  # numpy returns the first index on ties
+
+
+def exact_brute_force(features: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Nearest means in rational arithmetic, ties to the lowest index, for small inputs."""
+    rational_means = [[Fraction(float(value)) for value in mean] for mean in means]
+    chosen = []
+    for row in features:
+        rational_row = [Fraction(float(value)) for value in row]
+        distances = [sum((a - b) ** 2 for a, b in zip(rational_row, mean)) for mean in rational_means]
+        chosen.append(distances.index(min(distances)))
+    return np.array(chosen, dtype=np.int64)
 
 
 @st.composite
@@ -37,7 +51,7 @@ def test_selector_matches_brute_force(selector_class, data):
     features, means = data
     selector = selector_class().fit(torch.from_numpy(means))
     chosen = selector.select(torch.from_numpy(features)).numpy()
-    assert np.array_equal(chosen, brute_force(features, means))
+    assert np.array_equal(chosen, exact_brute_force(features, means))
 
 
 @pytest.mark.parametrize("selector_class", SELECTORS)
@@ -47,7 +61,7 @@ def test_selector_ties_go_to_lowest_index(selector_class, data):
     features, means = data
     selector = selector_class().fit(torch.from_numpy(means))
     chosen = selector.select(torch.from_numpy(features)).numpy()
-    assert np.array_equal(chosen, brute_force(features, means))
+    assert np.array_equal(chosen, exact_brute_force(features, means))
 
 
 @pytest.mark.parametrize("selector_class", SELECTORS)
@@ -113,7 +127,51 @@ def test_selector_resolves_cancellation_far_from_origin(selector_class):
     # are about 5e5, with a rounding step of 0.03, while the true distances differ by 4e-6.
     means = torch.tensor([[1000.0, 0.0], [1000.0, 0.02]])
     features = torch.tensor([[1000.0, 0.0099], [1000.0, 0.0101], [1000.0, 0.0098], [1000.0, 0.0102]])
-    expected = brute_force(features.numpy(), means.numpy())
+    expected = exact_brute_force(features.numpy(), means.numpy())
     assert expected.tolist() == [0, 1, 0, 1]
     chosen = selector_class().fit(means).select(features)
     assert chosen.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("selector_class", SELECTORS)
+def test_selector_exact_when_float32_products_overflow(selector_class):
+    # Squared norms near 1e40 overflow float32; the rows must still get brute force's class.
+    generator = torch.Generator().manual_seed(3)
+    means = torch.randn(5, 8, generator=generator) * 1e20
+    features = torch.randn(100, 8, generator=generator) * 1e20
+    chosen = selector_class().fit(means).select(features)
+    assert chosen.tolist() == exact_brute_force(features.numpy(), means.numpy()).tolist()
+
+
+@pytest.mark.parametrize("selector_class", SELECTORS)
+def test_selector_rejects_nan_features(selector_class):
+    selector = selector_class().fit(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
+    features = torch.tensor([[0.1, 0.2, 0.3], [float("nan"), 0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"NaN or infinite values.* in 1 row \(the first is row 1\)"):
+        selector.select(features)
+
+
+@pytest.mark.parametrize("kind", ["torch", "faiss", "numba", "auto"])
+def test_selector_accepts_numpy_and_rejects_other_types(kind):
+    means = np.array([[0.0, 0.0], [4.0, 4.0]], dtype=np.float32)
+    selector = build_selector(kind).fit(means)
+    assert selector.select(np.array([[1.0, 1.0], [3.0, 3.0]], dtype=np.float32)).tolist() == [0, 1]
+    with pytest.raises(TypeError, match="features must be a torch.Tensor or an array"):
+        selector.select("features")
+
+
+def test_selector_rejects_means_beyond_float32_range():
+    with pytest.raises(ValueError, match="beyond the float32 range"):
+        TorchSelector().fit(torch.tensor([[1e40, 0.0], [1.0, 1.0]], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"D >= 1"):
+        TorchSelector().fit(torch.zeros(3, 0))
+
+
+@pytest.mark.parametrize("selector_class", SELECTORS)
+def test_selector_exact_tie_that_float64_rounds_apart(selector_class):
+    # All six means are at exactly the same distance from the feature. Float64 sums of squares
+    # in different orders round the last one lower, yet the tie must go to class 0.
+    means = torch.tensor([[0.0, 0.02, 0.02, 0.02, 0.02]] * 5 + [[0.02, 0.02, 0.0, 0.02, 0.02]])
+    features = torch.ones(1, 5)
+    assert exact_brute_force(features.numpy(), means.numpy()).tolist() == [0]
+    assert selector_class().fit(means).select(features).tolist() == [0]

@@ -101,4 +101,5 @@ def nearest_with_near_ties(features, means, half_norms, slope, offset, classes, 
             )
             start += 1
         classes[i] = best_index
-        near[i] = 2.0 * (second - best) <= slope * norm + offset
+        # "not greater": a NaN, from overflow or from NaN features, counts as a near tie.
+        near[i] = not (2.0 * (second - best) > slope * norm + offset)

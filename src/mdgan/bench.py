@@ -18,7 +18,15 @@ import torch
 
 from .selectors import SELECTOR_KINDS, build_selector
 
-__all__ = ["bench_routing", "bench_selectors", "machine_info", "memory_read_rate", "time_call", "time_calls"]
+__all__ = [
+    "bench_routing",
+    "bench_selectors",
+    "describe_machine",
+    "machine_info",
+    "memory_read_rate",
+    "time_call",
+    "time_calls",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +72,14 @@ def machine_info() -> dict:
     except ImportError:
         info["numba"] = None
     return info
+
+
+def describe_machine(info: dict) -> str:
+    """Describe the machine of :func:`machine_info` in the one line printed above every benchmark."""
+    return (
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB, torch {info['torch']} "
+        f"({info['torch_threads']} threads), GPU: {info['cuda'] or 'none'}"
+    )
 
 
 def _synchronize(device: torch.device) -> None:

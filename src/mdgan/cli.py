@@ -64,8 +64,14 @@ class RichProgress:
 
     def stop(self, task: str) -> None:
         if task in self.tasks:
-            self.progress.update(self.tasks[task], visible=True)
-            self.progress.stop_task(self.tasks.pop(task))
+            task_id = self.tasks.pop(task)
+            state = next(t for t in self.progress.tasks if t.id == task_id)
+            if state.total is None:
+                # A task of unknown length, such as partitioning, shows as done: 1/1.
+                done = max(1, int(state.completed))
+                self.progress.update(task_id, total=done, completed=done)
+            self.progress.update(task_id, visible=True)
+            self.progress.stop_task(task_id)
 
 
 def _progress() -> Progress:
@@ -486,20 +492,27 @@ def _write_bench(name: str, records: list[dict], output: Optional[Path]) -> None
 
 @bench_app.command("selector")
 def bench_selector(
-    num_classes: Annotated[list[int], typer.Option("--classes", help="Class counts (repeatable).")] = [2, 4, 8, 64],
-    dims: Annotated[list[int], typer.Option("--dim", help="Feature dimensions (repeatable).")] = [512, 768],
+    num_classes: Annotated[
+        list[int], typer.Option("--classes", help="Class counts (repeatable).", min=1)
+    ] = [2, 4, 8, 64],
+    dims: Annotated[list[int], typer.Option("--dim", help="Feature dimensions (repeatable).", min=1)] = [512, 768],
     batches: Annotated[
-        list[int], typer.Option("--batch", help="Batch sizes in vectors (repeatable).")
+        list[int], typer.Option("--batch", help="Batch sizes in vectors (repeatable).", min=1)
     ] = [64, 1024, 16384, 262144, 1048576],
-    device: Annotated[str, typer.Option(help="'cpu' or 'cuda'.")] = "cpu",
+    device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'cuda:N'.")] = "cpu",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file for the results.")] = None,
 ) -> None:
     """Assignments per second of every selector, next to the memory-read bound."""
-    from .bench import bench_selectors, machine_info
+    from .bench import bench_selectors, describe_machine, machine_info
+    from .build import resolve_device
 
+    try:
+        target = resolve_device(device)
+    except RuntimeError as error:
+        raise _fail(error) from None
     info = machine_info()
-    console.print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, GPU: {info['cuda'] or 'none'}")
-    records = bench_selectors(num_classes, dims, batches, device=device, progress=lambda text: console.log(text))
+    console.print(describe_machine(info))
+    records = bench_selectors(num_classes, dims, batches, device=target, progress=lambda text: console.log(text))
     table = Table(title="selector throughput (million vectors per second)")
     for column in ("selector", "chosen", "N", "D", "batch", "M/s", "bound M/s", "of bound"):
         table.add_column(column, justify="right")
@@ -521,12 +534,16 @@ def bench_routing_command(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file for the results.")] = None,
 ) -> None:
     """Generated images per second through embedder and selector, against raw encode_image."""
-    from .bench import bench_routing, machine_info
+    from .bench import bench_routing, describe_machine, machine_info
     from .build import resolve_device
 
+    try:
+        target = resolve_device(device)
+    except RuntimeError as error:
+        raise _fail(error) from None
     info = machine_info()
-    console.print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, GPU: {info['cuda'] or 'none'}")
-    records = bench_routing(model, batch_size=batch, device=resolve_device(device), repeats=repeats,
+    console.print(describe_machine(info))
+    records = bench_routing(model, batch_size=batch, device=target, repeats=repeats,
                             progress=lambda text: console.log(text))
     table = Table(title=f"routing throughput, {model}, batch {batch} (images per second)")
     for column in ("image size", "raw encode_image", "embed + select", "ratio"):

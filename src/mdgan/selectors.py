@@ -17,6 +17,7 @@ import functools
 import logging
 import time
 from abc import ABC, abstractmethod
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -60,10 +61,38 @@ def _exact_nearest(rows: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
         block = max(1, _EXACT_BLOCK_ELEMENTS // (means.shape[0] * means.shape[1]))
         for start in range(0, tied.numel(), block):
             indices = tied[start : start + block]
-            differences = rows[indices].unsqueeze(1) - means.unsqueeze(0)
+            distances = (rows[indices].unsqueeze(1) - means.unsqueeze(0)).pow(2).sum(dim=2)
             # argmin returns the first index on ties, so ties go to the lowest class.
-            chosen[indices] = differences.pow(2).sum(dim=2).argmin(dim=1)
+            chosen[indices] = distances.argmin(dim=1)
+            _settle_float64_ties(rows, means, indices, distances, chosen)
     return chosen
+
+
+def _settle_float64_ties(
+    rows: torch.Tensor, means: torch.Tensor, indices: torch.Tensor, distances: torch.Tensor, chosen: torch.Tensor
+) -> None:
+    """Settle, in exact rational arithmetic, the rows whose float64 distances still tie.
+
+    Sums of squares in float64 round too: two means at exactly the same distance can come out
+    one rounding step apart, and the lower index would lose. For each such row, the classes
+    within float64 rounding of the smallest distance are compared with Python fractions,
+    exactly. Identical means need no comparison. Such rows are rare and the fractions cost
+    about a millisecond per class.
+    """
+    smallest = distances.min(dim=1, keepdim=True).values
+    close = distances <= smallest * (1.0 + 1e-12) + 1e-300
+    for position in torch.nonzero(close.sum(dim=1) > 1).flatten().tolist():
+        classes = torch.nonzero(close[position]).flatten()
+        candidates = means[classes]
+        if bool((candidates == candidates[0]).all()):
+            chosen[indices[position]] = classes[0]
+            continue
+        row = [Fraction(value) for value in rows[indices[position]].tolist()]
+        exact = [
+            sum((value - Fraction(component)) ** 2 for value, component in zip(row, mean))
+            for mean in candidates.tolist()
+        ]
+        chosen[indices[position]] = classes[exact.index(min(exact))]
 
 
 class Selector(ABC):
@@ -77,7 +106,7 @@ class Selector(ABC):
 
     @abstractmethod
     def _rank(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The nearest class of every row by the expansion, and the rows to recompute exactly.
+        """Rank classes by the expansion; return each row's nearest and the rows to recheck.
 
         Returns the classes ``[B]`` and the indices of the near ties: the rows whose two best
         classes are close enough that rounding in the expansion could have swapped them
@@ -100,19 +129,27 @@ class Selector(ABC):
 
     def _validate_means(self, class_means: torch.Tensor) -> torch.Tensor:
         class_means = torch.as_tensor(class_means).detach()
-        if class_means.ndim != 2 or class_means.shape[0] == 0:
-            raise ValueError(f"class_means must be [K, D] with K >= 1, got {tuple(class_means.shape)}")
+        if class_means.ndim != 2 or class_means.shape[0] == 0 or class_means.shape[1] == 0:
+            raise ValueError(f"class_means must be [K, D] with K >= 1 and D >= 1, got {tuple(class_means.shape)}")
+        # Selectors compute in float32; a float64 mean beyond its range would become infinite.
+        class_means = class_means.float()
         if not torch.isfinite(class_means).all():
-            raise ValueError("class_means contain NaN or infinite values")
-        return class_means.float()
+            raise ValueError(
+                "class_means contain NaN or infinite values, or values beyond the float32 range (about 3.4e38)"
+            )
+        return class_means
 
     @torch.no_grad()
     def select(self, features: torch.Tensor) -> torch.Tensor:
         """Return the index of the nearest class mean for every row, int64 ``[B]``.
 
-        The result is on the device of ``features``.
+        ``features`` is a tensor or an array ``[B, D]``; the result is on its device. Features
+        and means are compared as float32 values, exactly: the answer is brute force's on the
+        features and means rounded to float32. Features with NaN or infinite values raise a
+        ``ValueError``.
         """
         self._check_fitted()
+        features = self._as_features(features)
         if features.ndim != 2 or features.shape[1] != self.means_.shape[1]:
             raise ValueError(
                 f"features must be [B, {self.means_.shape[1]}], got {tuple(features.shape)}"
@@ -124,8 +161,27 @@ class Selector(ABC):
         chosen, near = self._rank(features)
         chosen = chosen.to(device)
         if near.numel():
-            chosen[near] = _exact_nearest(features[near], self.means_.to(device))
+            rows = features[near].float()
+            finite = torch.isfinite(rows).all(dim=1)
+            if not finite.all():
+                bad = near[~finite]
+                raise ValueError(
+                    f"features contain NaN or infinite values, or values beyond the float32 range, "
+                    f"in {bad.numel()} row{'s' if bad.numel() > 1 else ''} (the first is row {int(bad[0])})"
+                )
+            chosen[near] = _exact_nearest(rows, self.means_.to(device))
         return chosen
+
+    @staticmethod
+    def _as_features(features) -> torch.Tensor:
+        if isinstance(features, torch.Tensor):
+            return features.detach()
+        try:
+            return torch.as_tensor(features)
+        except (TypeError, RuntimeError, ValueError) as error:
+            raise TypeError(
+                f"features must be a torch.Tensor or an array [B, D], got {type(features).__name__}"
+            ) from error
 
     def _near_tie_tolerance(self, dim: int) -> tuple[float, float]:
         """``(a, b)``: a row is a near tie when its gap is at most ``a ||x||^2 + b``."""
@@ -139,7 +195,9 @@ class Selector(ABC):
         and ``squared_norms`` is ``||x||^2``, per row.
         """
         slope, offset = self._near_tie_tolerance(self.means_.shape[1])
-        return torch.nonzero(gap <= slope * squared_norms + offset).flatten()
+        # "not greater" rather than "at most": a NaN gap or norm, from overflow or from NaN
+        # features, also sends the row to the exact path, which handles or rejects it.
+        return torch.nonzero(~(gap > slope * squared_norms + offset)).flatten()
 
     __call__ = select
 
@@ -245,8 +303,8 @@ class NumbaSelector(Selector):
     chunk once for the matrix product, again for the row norms and once more for the ranking.
     This kernel reads a row once, on all cores, and computes its dot products, its norm and
     its two smallest scores while the row is in the L1 cache. It is the fastest implementation
-    for the few classes of a partition; with many classes (64 and more) the work per row is
-    large enough that MKL's matrix product wins.
+    for the few classes of a partition. With 64 classes or more, each row needs enough
+    arithmetic that MKL's matrix product in :class:`TorchSelector` is faster.
 
     The kernel is compiled on the first :meth:`select` of a process (a few seconds) and cached
     on disk by Numba for later processes. Features on a GPU are copied to the CPU.
@@ -258,7 +316,7 @@ class NumbaSelector(Selector):
         class_means = self._validate_means(class_means).cpu().contiguous()
         self._set_means(class_means)
         self._means = class_means.numpy()
-        self._half_norms = 0.5 * (self._means * self._means).sum(axis=1, dtype=np.float32)
+        self._half_norms = (0.5 * class_means.pow(2).sum(dim=1)).numpy()
         return self
 
     def _rank(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -278,8 +336,9 @@ class NumbaSelector(Selector):
 class AutoSelector(Selector):
     """Uses whichever implementation is fastest for the shape of each batch.
 
-    The first batch of each size bucket (powers of two) is routed by every candidate, timed,
-    and the fastest is kept for later batches of that bucket. All candidates return the same
+    The first batch of each size bucket (powers of two) and shape of the means is routed by
+    every candidate, timed (best of three), and the fastest is kept for later batches of that
+    bucket and shape. All candidates return the same
     assignments, so the choice changes speed only.
 
     Parameters
@@ -296,14 +355,13 @@ class AutoSelector(Selector):
             self.candidates["faiss"] = FaissSelector()
             if numba_available():
                 self.candidates["numba"] = NumbaSelector()
-        self.choices_: dict[tuple[int, str], str] = {}
+        self.choices_: dict[tuple, str] = {}
         self.chosen_kind = "torch"
 
     def fit(self, class_means: torch.Tensor) -> AutoSelector:
         for candidate in self.candidates.values():
             candidate.fit(class_means)
         self._set_means(self.candidates["torch"].means_)
-        self.choices_ = {}
         return self
 
     def _rank(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,19 +370,28 @@ class AutoSelector(Selector):
     @torch.no_grad()
     def select(self, features: torch.Tensor) -> torch.Tensor:
         self._check_fitted()
+        features = self._as_features(features)
         bucket = max(1, int(features.shape[0])).bit_length()
-        key = (bucket, features.device.type)
+        key = (bucket, features.device.type, *self.means_.shape)
         if key not in self.choices_:
             timings = {}
             for kind, candidate in self.candidates.items():
                 candidate.select(features)  # warm-up
-                started = time.perf_counter()
-                candidate.select(features)
-                if features.device.type == "cuda":
-                    torch.cuda.synchronize(features.device)
-                timings[kind] = time.perf_counter() - started
+                timings[kind] = float("inf")
+                for _ in range(3):
+                    started = time.perf_counter()
+                    candidate.select(features)
+                    if features.device.type == "cuda":
+                        torch.cuda.synchronize(features.device)
+                    timings[kind] = min(timings[kind], time.perf_counter() - started)
             self.choices_[key] = min(timings, key=timings.get)
-            logger.debug("selector for batches near %d rows: %s (%s)", 2 ** (bucket - 1), self.choices_[key], timings)
+            logger.info(
+                "auto selector: %s for batches of %d to %d rows (%s)",
+                self.choices_[key],
+                2 ** (bucket - 1),
+                2**bucket - 1,
+                ", ".join(f"{kind} {seconds * 1e3:.3g} ms" for kind, seconds in timings.items()),
+            )
         self.chosen_kind = self.choices_[key]
         return self.candidates[self.chosen_kind].select(features)
 
