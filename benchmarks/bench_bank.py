@@ -121,16 +121,19 @@ def positive(text: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32, choices=(32, 64))
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--width", type=positive, default=64)
+    parser.add_argument("--batch", type=positive, default=64)
     parser.add_argument("--steps", type=positive, default=40, help="timed steps of each bank (median reported)")
     parser.add_argument("--warmup", type=positive, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--output", help="JSON file (default benchmarks/results/bank.json)")
     args = parser.parse_args()
 
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as error:
+        parser.error(str(error))
     machine = describe_machine()
-    device = resolve_device(args.device)
     records = []
     for name, bank_class, norm in [
         ("routed", RoutedDiscriminatorBank, "batch"),
@@ -157,11 +160,13 @@ def main() -> None:
         }
         records.append(record)
         console.print(f"{name} bank, {norm} norm: 1 D {one * 1e3:.0f} ms, 4 D {four * 1e3:.0f} ms, ratio {four / one:.2f}")
+    rows = []
     for record in records:
-        record["ratio_q1_q3"] = "{:.2f}-{:.2f}".format(*record["pair_ratio_quartiles"])
+        row = dict(record, ratio_q1_q3="{:.2f}-{:.2f}".format(*record["pair_ratio_quartiles"]))
         for bank in ("one_d", "four_d"):
-            record[f"{bank}_ops_convs"] = "{operators}/{convolutions}".format(**record[f"{bank}_calls"])
-    print_table("training step, 4 discriminators vs 1", records,
+            row[f"{bank}_ops_convs"] = "{operators}/{convolutions}".format(**record[f"{bank}_calls"])
+        rows.append(row)
+    print_table("training step, 4 discriminators vs 1", rows,
                 ["bank", "norm", "size", "batch", "one_d_ms", "four_d_ms", "ratio", "ratio_q1_q3",
                  "one_d_ops_convs", "four_d_ops_convs"])
     write_results("bank", machine, records, args.output)

@@ -175,3 +175,23 @@ def test_selector_exact_tie_that_float64_rounds_apart(selector_class):
     features = torch.ones(1, 5)
     assert exact_brute_force(features.numpy(), means.numpy()).tolist() == [0]
     assert selector_class().fit(means).select(features).tolist() == [0]
+
+
+@pytest.mark.parametrize("kind", ["torch", "faiss", "numba", "auto"])
+def test_selector_accepts_reversed_and_read_only_arrays(kind):
+    means = np.array([[0.0, 0.0], [4.0, 4.0]], dtype=np.float32)
+    features = np.array([[3.0, 3.0], [1.0, 1.0]], dtype=np.float32)
+    selector = build_selector(kind).fit(means)
+    assert selector.select(features[::-1]).tolist() == [0, 1]
+    read_only = np.broadcast_to(features[:1], (3, 2))
+    assert selector.select(read_only).tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("kind", ["torch", "faiss", "numba", "auto"])
+def test_single_class_selector_rejects_nan_and_bad_shapes(kind):
+    selector = build_selector(kind).fit(torch.zeros(1, 2))
+    assert selector.select(torch.ones(3, 2)).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 2 rows \(the first is row 0\)"):
+        selector.select(torch.tensor([[float("nan"), 0.0], [1.0, float("inf")]]))
+    with pytest.raises(ValueError, match=r"features must be \[B, 2\], got \(\)"):
+        selector.select(torch.tensor(1.0))

@@ -47,6 +47,7 @@ def machine_info() -> dict:
         pass
     memory_gb = None
     try:
+        # In GiB (2**30 bytes), under the key memory_gb that the recorded results use.
         memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         pass
@@ -77,7 +78,7 @@ def machine_info() -> dict:
 def describe_machine(info: dict) -> str:
     """Describe the machine of :func:`machine_info` in the one line printed above every benchmark."""
     return (
-        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB, torch {info['torch']} "
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GiB, torch {info['torch']} "
         f"({info['torch_threads']} threads), GPU: {info['cuda'] or 'none'}"
     )
 

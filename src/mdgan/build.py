@@ -43,7 +43,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise RuntimeError(f"device {name!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device=cpu")
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use 'cpu'")
     return device
 
 

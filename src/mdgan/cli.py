@@ -499,7 +499,7 @@ def bench_selector(
     batches: Annotated[
         list[int], typer.Option("--batch", help="Batch sizes in vectors (repeatable).", min=1)
     ] = [64, 1024, 16384, 262144, 1048576],
-    device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'cuda:N'.")] = "cpu",
+    device: Annotated[str, typer.Option(help="'cpu', 'cuda', 'cuda:N' or 'auto'.")] = "cpu",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file for the results.")] = None,
 ) -> None:
     """Assignments per second of every selector, next to the memory-read bound."""

@@ -148,14 +148,17 @@ class Selector(ABC):
         features and means rounded to float32. Features with NaN or infinite values raise a
         ``ValueError``.
         """
-        self._check_fitted()
-        features = self._as_features(features)
-        if features.ndim != 2 or features.shape[1] != self.means_.shape[1]:
-            raise ValueError(
-                f"features must be [B, {self.means_.shape[1]}], got {tuple(features.shape)}"
-            )
+        features = self._checked_features(features)
         device = features.device
-        if self.means_.shape[0] == 1 or features.shape[0] == 0:
+        if features.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.int64, device=device)
+        if self.means_.shape[0] == 1:
+            if not torch.isfinite(features).all():
+                bad = torch.nonzero(~torch.isfinite(features).all(dim=1)).flatten()
+                raise ValueError(
+                    f"features contain NaN or infinite values in {bad.numel()} "
+                    f"row{'s' if bad.numel() > 1 else ''} (the first is row {int(bad[0])})"
+                )
             return torch.zeros(features.shape[0], dtype=torch.int64, device=device)
 
         chosen, near = self._rank(features)
@@ -172,16 +175,28 @@ class Selector(ABC):
             chosen[near] = _exact_nearest(rows, self.means_.to(device))
         return chosen
 
-    @staticmethod
-    def _as_features(features) -> torch.Tensor:
+    def _checked_features(self, features) -> torch.Tensor:
+        """Return ``features`` as a ``[B, D]`` tensor that matches the fitted means, or raise."""
+        self._check_fitted()
         if isinstance(features, torch.Tensor):
-            return features.detach()
-        try:
-            return torch.as_tensor(features)
-        except (TypeError, RuntimeError, ValueError) as error:
-            raise TypeError(
-                f"features must be a torch.Tensor or an array [B, D], got {type(features).__name__}"
-            ) from error
+            features = features.detach()
+        else:
+            if isinstance(features, np.ndarray) and (
+                not features.flags.writeable or any(stride < 0 for stride in features.strides)
+            ):
+                features = np.array(features)  # a copy that torch can share
+            try:
+                features = torch.as_tensor(features)
+            except (TypeError, RuntimeError, ValueError) as error:
+                raise TypeError(
+                    f"features must be a torch.Tensor or an array [B, D], got {type(features).__name__} "
+                    f"({error})"
+                ) from error
+        if features.ndim != 2 or features.shape[1] != self.means_.shape[1]:
+            raise ValueError(
+                f"features must be [B, {self.means_.shape[1]}], got {tuple(features.shape)}"
+            )
+        return features
 
     def _near_tie_tolerance(self, dim: int) -> tuple[float, float]:
         """``(a, b)``: a row is a near tie when its gap is at most ``a ||x||^2 + b``."""
@@ -369,8 +384,7 @@ class AutoSelector(Selector):
 
     @torch.no_grad()
     def select(self, features: torch.Tensor) -> torch.Tensor:
-        self._check_fitted()
-        features = self._as_features(features)
+        features = self._checked_features(features)
         bucket = max(1, int(features.shape[0])).bit_length()
         key = (bucket, features.device.type, *self.means_.shape)
         if key not in self.choices_:
