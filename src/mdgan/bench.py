@@ -23,7 +23,6 @@ __all__ = [
     "bench_selectors",
     "describe_machine",
     "machine_info",
-    "memory_read_rate",
     "time_call",
     "time_calls",
 ]
@@ -137,15 +136,6 @@ def time_calls(
     return best
 
 
-def memory_read_rate(features: torch.Tensor) -> float:
-    """Vectors per second at which this machine reads ``features`` once (a sum over it).
-
-    A selector reads every feature vector at least once, so this is its throughput bound.
-    """
-    seconds = time_call(lambda: features.sum(), features.device)
-    return features.shape[0] / seconds
-
-
 def bench_selectors(
     num_classes: Sequence[int] = (2, 4, 8, 64),
     dims: Sequence[int] = (512, 768),
@@ -177,6 +167,8 @@ def bench_selectors(
                     for kind in kinds
                     if device.type == "cpu" or kind not in _CPU_ONLY_KINDS
                 }
+                # A selector reads every feature vector at least once, so one sum over the batch
+                # is its throughput bound.
                 calls = {"bound": lambda: features.sum()}
                 calls.update({kind: functools.partial(selector.select, features) for kind, selector in selectors.items()})
                 seconds = time_calls(calls, device)

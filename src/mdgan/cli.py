@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from rich.progress import (
 from rich.table import Table
 
 from .config import ConfigError, TrainConfig, load_config
+
+if TYPE_CHECKING:
+    import torch
 
 app = typer.Typer(
     name="mdgan",
@@ -490,6 +493,19 @@ def _write_bench(name: str, records: list[dict], output: Optional[Path]) -> None
         console.print(f"results written to {output}")
 
 
+def _start_bench(device: str) -> torch.device:
+    """Resolve the benchmark's device, or exit with an error, and print the machine line."""
+    from .bench import describe_machine, machine_info
+    from .build import resolve_device
+
+    try:
+        target = resolve_device(device)
+    except RuntimeError as error:
+        raise _fail(error) from None
+    console.print(describe_machine(machine_info()))
+    return target
+
+
 @bench_app.command("selector")
 def bench_selector(
     num_classes: Annotated[
@@ -503,15 +519,9 @@ def bench_selector(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file for the results.")] = None,
 ) -> None:
     """Assignments per second of every selector, next to the memory-read bound."""
-    from .bench import bench_selectors, describe_machine, machine_info
-    from .build import resolve_device
+    from .bench import bench_selectors
 
-    try:
-        target = resolve_device(device)
-    except RuntimeError as error:
-        raise _fail(error) from None
-    info = machine_info()
-    console.print(describe_machine(info))
+    target = _start_bench(device)
     records = bench_selectors(num_classes, dims, batches, device=target, progress=lambda text: console.log(text))
     table = Table(title="selector throughput (million vectors per second)")
     for column in ("selector", "chosen", "N", "D", "batch", "M/s", "bound M/s", "of bound"):
@@ -534,15 +544,9 @@ def bench_routing_command(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file for the results.")] = None,
 ) -> None:
     """Generated images per second through embedder and selector, against raw encode_image."""
-    from .bench import bench_routing, describe_machine, machine_info
-    from .build import resolve_device
+    from .bench import bench_routing
 
-    try:
-        target = resolve_device(device)
-    except RuntimeError as error:
-        raise _fail(error) from None
-    info = machine_info()
-    console.print(describe_machine(info))
+    target = _start_bench(device)
     records = bench_routing(model, batch_size=batch, device=target, repeats=repeats,
                             progress=lambda text: console.log(text))
     table = Table(title=f"routing throughput, {model}, batch {batch} (images per second)")

@@ -125,6 +125,10 @@ class DiscriminatorBank(nn.Module, ABC):
     def num_discriminators(self) -> int:
         return len(self.discriminators)
 
+    def _groups(self, classes: torch.Tensor, images: torch.Tensor) -> list[torch.Tensor]:
+        """Row indices of ``images`` routed to each discriminator, on the images' device."""
+        return _group_by_class(classes.to(images.device), self.num_discriminators)
+
     @abstractmethod
     def discriminator_loss(
         self,
@@ -199,8 +203,8 @@ class RoutedDiscriminatorBank(DiscriminatorBank):
         fake_classes: torch.Tensor,
     ) -> RoutedLoss:
         num = self.num_discriminators
-        real_groups = _group_by_class(real_classes.to(real.device), num)
-        fake_groups = _group_by_class(fake_classes.to(fake.device), num)
+        real_groups = self._groups(real_classes, real)
+        fake_groups = self._groups(fake_classes, fake)
         total = real.new_zeros(())
         per_discriminator = torch.full((num,), float("nan"))
         for k, discriminator in enumerate(self.discriminators):
@@ -227,7 +231,7 @@ class RoutedDiscriminatorBank(DiscriminatorBank):
 
     def generator_loss(self, fake: torch.Tensor, fake_classes: torch.Tensor) -> RoutedLoss:
         num = self.num_discriminators
-        fake_groups = _group_by_class(fake_classes.to(fake.device), num)
+        fake_groups = self._groups(fake_classes, fake)
         total = fake.new_zeros(())
         per_discriminator = torch.full((num,), float("nan"))
         for k, discriminator in enumerate(self.discriminators):
@@ -322,8 +326,8 @@ class VmappedDiscriminatorBank(DiscriminatorBank):
         fake_classes: torch.Tensor,
     ) -> RoutedLoss:
         num = self.num_discriminators
-        real_groups = _group_by_class(real_classes.to(real.device), num)
-        fake_groups = _group_by_class(fake_classes.to(fake.device), num)
+        real_groups = self._groups(real_classes, real)
+        fake_groups = self._groups(fake_classes, fake)
         # Without batch statistics, real and generated images can share one call.
         offset = real.shape[0]
         groups = [torch.cat([r, f + offset]) for r, f in zip(real_groups, fake_groups)]
@@ -351,7 +355,7 @@ class VmappedDiscriminatorBank(DiscriminatorBank):
 
     def generator_loss(self, fake: torch.Tensor, fake_classes: torch.Tensor) -> RoutedLoss:
         num = self.num_discriminators
-        groups = _group_by_class(fake_classes.to(fake.device), num)
+        groups = self._groups(fake_classes, fake)
         logits, mask = self._vmapped_logits(fake, groups)
         losses = generator_losses(logits, self.loss) * mask
         counts = mask.sum(dim=1)

@@ -95,6 +95,20 @@ def _settle_float64_ties(
         chosen[indices[position]] = classes[exact.index(min(exact))]
 
 
+def _check_finite(rows: torch.Tensor, row_indices: torch.Tensor) -> None:
+    """Raise a ValueError naming the rows of ``rows`` (float32) that are not finite.
+
+    ``row_indices`` gives the position of each of ``rows`` in the caller's batch.
+    """
+    finite = torch.isfinite(rows).all(dim=1)
+    if not finite.all():
+        bad = row_indices[~finite]
+        raise ValueError(
+            f"features contain NaN or infinite values in {bad.numel()} row{'s' if bad.numel() > 1 else ''} "
+            f"(the first is row {int(bad[0])}); values beyond the float32 range count as infinite"
+        )
+
+
 class Selector(ABC):
     """Assigns feature vectors ``[B, D]`` to the nearest of ``K`` class means."""
 
@@ -153,25 +167,15 @@ class Selector(ABC):
         if features.shape[0] == 0:
             return torch.zeros(0, dtype=torch.int64, device=device)
         if self.means_.shape[0] == 1:
-            if not torch.isfinite(features).all():
-                bad = torch.nonzero(~torch.isfinite(features).all(dim=1)).flatten()
-                raise ValueError(
-                    f"features contain NaN or infinite values in {bad.numel()} "
-                    f"row{'s' if bad.numel() > 1 else ''} (the first is row {int(bad[0])})"
-                )
+            _check_finite(features.float(), torch.arange(features.shape[0], device=device))
             return torch.zeros(features.shape[0], dtype=torch.int64, device=device)
 
         chosen, near = self._rank(features)
         chosen = chosen.to(device)
         if near.numel():
+            # Non-finite rows always land among the near ties, so checking these is enough.
             rows = features[near].float()
-            finite = torch.isfinite(rows).all(dim=1)
-            if not finite.all():
-                bad = near[~finite]
-                raise ValueError(
-                    f"features contain NaN or infinite values, or values beyond the float32 range, "
-                    f"in {bad.numel()} row{'s' if bad.numel() > 1 else ''} (the first is row {int(bad[0])})"
-                )
+            _check_finite(rows, near)
             chosen[near] = _exact_nearest(rows, self.means_.to(device))
         return chosen
 
@@ -198,9 +202,9 @@ class Selector(ABC):
             )
         return features
 
-    def _near_tie_tolerance(self, dim: int) -> tuple[float, float]:
+    def _near_tie_tolerance(self) -> tuple[float, float]:
         """``(a, b)``: a row is a near tie when its gap is at most ``a ||x||^2 + b``."""
-        margin = 2.0 * dim * _FLOAT32_ROUNDOFF
+        margin = 2.0 * self.means_.shape[1] * _FLOAT32_ROUNDOFF
         return margin, margin * self._max_squared_norm + 1e-12
 
     def _near_ties(self, gap: torch.Tensor, squared_norms: torch.Tensor) -> torch.Tensor:
@@ -209,7 +213,7 @@ class Selector(ABC):
         ``gap`` is the second-smallest minus the smallest squared distance by the expansion,
         and ``squared_norms`` is ``||x||^2``, per row.
         """
-        slope, offset = self._near_tie_tolerance(self.means_.shape[1])
+        slope, offset = self._near_tie_tolerance()
         # "not greater" rather than "at most": a NaN gap or norm, from overflow or from NaN
         # features, also sends the row to the exact path, which handles or rejects it.
         return torch.nonzero(~(gap > slope * squared_norms + offset)).flatten()
@@ -341,7 +345,7 @@ class NumbaSelector(Selector):
         rows = cpu_features.shape[0]
         classes = torch.empty(rows, dtype=torch.int64)
         near = torch.empty(rows, dtype=torch.bool)
-        slope, offset = self._near_tie_tolerance(cpu_features.shape[1])
+        slope, offset = self._near_tie_tolerance()
         nearest_with_near_ties(
             cpu_features.numpy(), self._means, self._half_norms, slope, offset, classes.numpy(), near.numpy()
         )
