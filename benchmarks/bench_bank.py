@@ -8,9 +8,10 @@ A step is what ``Trainer.train_step`` does after routing: generate a batch, upda
 discriminators on real and generated images, then update the generator. Routing itself
 (embedding generated images) is measured by bench_routing.py, so here every generated image
 gets a fixed, uniformly drawn class. The same generator, networks and batch are used for 1 and
-4 discriminators, and their steps are taken in turn; the ratio of their median step times is
-the cost of the bank, and the quartiles of the step-by-step ratios show its spread. The vmapped bank is
-measured against one discriminator without batch normalisation, which it requires.
+4 discriminators, and their steps are taken in turn. The ratio of their median step times is
+the cost of the bank, and the quartiles of the step-by-step ratios show its spread. The
+vmapped bank is measured against one discriminator without batch normalisation, which it
+requires.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from mdgan.networks import DCGANDiscriminator, DCGANGenerator
 
 
 def make_step(bank_class, norm, num_discriminators, args, device):
-    """One training step, as a function, for a bank of ``num_discriminators``."""
+    """Return one training step, as a function, for a bank of ``num_discriminators``."""
     torch.manual_seed(0)
     generator = DCGANGenerator(100, args.size, 3, args.width).to(device)
     # foreach=True: the multi-tensor Adam that PyTorch uses by default on CUDA, so that the
@@ -71,7 +72,7 @@ def timed(step, device) -> float:
 
 
 def operator_calls(step) -> dict[str, int]:
-    """Tensor operations that one step dispatches to the backend, forward and backward.
+    """Count the tensor operations that one step dispatches to the backend, forward and backward.
 
     On a GPU nearly every one of them is a kernel launch. With small sub-batches the launches,
     not the arithmetic, set the step time there, so these counts, taken on any device, show
@@ -96,7 +97,7 @@ def operator_calls(step) -> dict[str, int]:
 
 
 def compare(one_step, four_step, args, device) -> tuple[float, float, list[float]]:
-    """Median step times of both banks, their steps taken in turn, and the ratio of each pair.
+    """Return the median step times of both banks, their steps taken in turn, and each pair's ratio.
 
     Taking the steps in turn gives both banks the same state of the machine. On a virtual
     machine the speed of memory can change by a factor of two within a minute.
@@ -143,23 +144,26 @@ def main() -> None:
         # The reference for every bank is the routed loop with one discriminator of the same norm.
         one_step = make_step(RoutedDiscriminatorBank, norm, 1, args, device)
         four_step = make_step(bank_class, norm, 4, args, device)
-        one, four, pair_ratios = compare(one_step, four_step, args, device)
+        one_seconds, four_seconds, pair_ratios = compare(one_step, four_step, args, device)
         quartiles = statistics.quantiles(pair_ratios, n=4)
         record = {
             "bank": name,
             "norm": norm,
             "size": args.size,
             "batch": args.batch,
-            "one_d_ms": one * 1e3,
-            "four_d_ms": four * 1e3,
-            "ratio": four / one,
+            "one_d_ms": one_seconds * 1e3,
+            "four_d_ms": four_seconds * 1e3,
+            "ratio": four_seconds / one_seconds,
             "pair_ratio_quartiles": [quartiles[0], quartiles[2]],
             "one_d_calls": operator_calls(one_step),
             "four_d_calls": operator_calls(four_step),
             "device": str(device),
         }
         records.append(record)
-        console.print(f"{name} bank, {norm} norm: 1 D {one * 1e3:.0f} ms, 4 D {four * 1e3:.0f} ms, ratio {four / one:.2f}")
+        console.print(
+            f"{name} bank, {norm} norm: 1 D {record['one_d_ms']:.0f} ms, 4 D {record['four_d_ms']:.0f} ms, "
+            f"ratio {record['ratio']:.2f}"
+        )
     rows = []
     for record in records:
         row = dict(record, ratio_q1_q3="{:.2f}-{:.2f}".format(*record["pair_ratio_quartiles"]))

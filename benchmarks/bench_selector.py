@@ -17,9 +17,9 @@ from mdgan.bench import bench_selectors
 
 
 def breakdown(rows: int = 1 << 20, dim: int = 512, classes: int = 4, chunk: int = 4096) -> list[dict]:
-    """Throughput of TorchSelector's per-chunk steps, added one at a time, and of the fused kernel.
+    """Measure TorchSelector's per-chunk steps, added one at a time, and the fused kernel.
 
-    Every torch step is one more pass of torch operations over each cached chunk; the drop
+    Every torch step is one more pass of torch operations over each cached chunk, so the drop
     from one line to the next is that step's cost. The fused kernel does all of them in one
     pass over each row. All lines are timed in turn, round after round, with the bound.
     """

@@ -206,8 +206,8 @@ def distinct_feature_sets(max_size=40):
 @settings(max_examples=40, deadline=None)
 @given(distinct_feature_sets(), st.sampled_from(["binary", "flat"]))
 def test_microclusters_equal_exact_when_one_per_point(features, mode):
-    # With tied merge costs (duplicate points, equal distances) Ward may merge either pair, and
-    # two correct implementations can cut differently; compare them on tie-free sets only.
+    # With tied merge costs (duplicate points, equal distances) Ward may merge either pair, so
+    # two correct implementations can cut differently. Compare them on tie-free sets only.
     distances = pdist(features)
     assume(len(np.unique(distances)) == len(distances))
     tensor = torch.from_numpy(features)

@@ -3,11 +3,11 @@
 Imported only by :class:`mdgan.selectors.NumbaSelector`, so that ``import mdgan`` does not pay
 for Numba's import or compilation.
 
-The kernel reads each row once and keeps it in the L1 cache while it computes the dot products
-with the class means, the squared norm, the two smallest half squared distances up to
-``||x||^2 / 2`` and whether the row is a near tie. Torch needs a separate pass over the
-batch for each of these, and the selector is bound by reading the features from memory, so
-one pass is what matters.
+The kernel reads each row from memory once. While the row is in the L1 cache, it computes the
+dot products with the class means and the squared norm. From these it finds the two smallest
+half squared distances up to ``||x||^2 / 2`` and whether the row is a near tie. Torch needs a
+separate pass over the batch for each of these, and the selector is bound by reading the
+features from memory, so one pass is what matters.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def nearest_with_near_ties(features, means, half_norms, slope, offset, classes, 
     ``half_norms[k] = ||m_k||^2 / 2``. The score of class ``k`` is ``half_norms[k] - x.m_k``,
     and ``classes`` receives the class of the smallest. A row is a near tie, to be recomputed
     exactly, when twice the difference of its two smallest scores is at most
-    ``slope * ||x||^2 + offset``. Classes are taken four at a time, so that each row is read
-    from the cache once per four classes; the squared norm is accumulated with the first four.
+    ``slope * ||x||^2 + offset``. Classes are taken four at a time, so each row is read from
+    the cache once per four classes. The squared norm is accumulated with the first four.
     """
     rows, dim = features.shape
     num_classes = means.shape[0]

@@ -112,7 +112,7 @@ def time_calls(
     repeats: int = 5,
     min_seconds: float = 0.2,
 ) -> dict[str, float]:
-    """Best wall time of each function in seconds, the functions called in turn.
+    """Return the best wall time of each function in seconds, the functions called in turn.
 
     Each round calls every function once, so all of them see the same state of the machine.
     On a virtual machine the memory bandwidth can change by a factor of two within a minute,
