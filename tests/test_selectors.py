@@ -13,13 +13,13 @@ SELECTORS = [TorchSelector, FaissSelector, NumbaSelector, AutoSelector]
 
 
 def brute_force(features: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """Float64 nearest means; exact enough for random data, which has no ties."""
+    """Return the nearest means in float64, exact enough for random data without ties."""
     distances = ((features[:, None, :].astype(np.float64) - means[None].astype(np.float64)) ** 2).sum(-1)
     return distances.argmin(axis=1)  # numpy returns the first index on ties
 
 
 def exact_brute_force(features: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """Nearest means in rational arithmetic, ties to the lowest index, for small inputs."""
+    """Return the nearest means in rational arithmetic, ties to the lowest index (small inputs)."""
     rational_means = [[Fraction(float(value)) for value in mean] for mean in means]
     chosen = []
     for row in features:
@@ -82,7 +82,7 @@ def test_selectors_agree_on_clip_like_features():
     assert np.array_equal(torch_choice.numpy(), brute_force(features.numpy(), means.numpy()))
 
 
-def test_numba_selector_accepts_strided_and_float64_features():
+def test_numba_strided_float64_features():
     generator = torch.Generator().manual_seed(2)
     means = torch.randn(6, 16, generator=generator)
     wide = torch.randn(200, 32, generator=generator, dtype=torch.float64)
@@ -122,7 +122,7 @@ def test_auto_selector_matches_every_backend():
 
 
 @pytest.mark.parametrize("selector_class", SELECTORS)
-def test_selector_resolves_cancellation_far_from_origin(selector_class):
+def test_cancellation_far_from_origin(selector_class):
     # Far from the origin the float32 expansion cannot tell these two means apart: its scores
     # are about 5e5, with a rounding step of 0.03, while the true distances differ by 4e-6.
     means = torch.tensor([[1000.0, 0.0], [1000.0, 0.02]])
@@ -134,8 +134,8 @@ def test_selector_resolves_cancellation_far_from_origin(selector_class):
 
 
 @pytest.mark.parametrize("selector_class", SELECTORS)
-def test_selector_exact_when_float32_products_overflow(selector_class):
-    # Squared norms near 1e40 overflow float32; the rows must still get brute force's class.
+def test_float32_overflow_stays_exact(selector_class):
+    # Squared norms near 1e40 overflow float32, yet the rows must still get brute force's class.
     generator = torch.Generator().manual_seed(3)
     means = torch.randn(5, 8, generator=generator) * 1e20
     features = torch.randn(100, 8, generator=generator) * 1e20
@@ -144,7 +144,7 @@ def test_selector_exact_when_float32_products_overflow(selector_class):
 
 
 @pytest.mark.parametrize("selector_class", SELECTORS)
-def test_selector_rejects_nan_features(selector_class):
+def test_select_rejects_nan_features(selector_class):
     selector = selector_class().fit(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
     features = torch.tensor([[0.1, 0.2, 0.3], [float("nan"), 0.0, 0.0]])
     with pytest.raises(ValueError, match=r"NaN or infinite values.* in 1 row \(the first is row 1\)"):
@@ -152,7 +152,7 @@ def test_selector_rejects_nan_features(selector_class):
 
 
 @pytest.mark.parametrize("kind", ["torch", "faiss", "numba", "auto"])
-def test_selector_accepts_numpy_and_rejects_other_types(kind):
+def test_select_accepts_numpy_arrays(kind):
     means = np.array([[0.0, 0.0], [4.0, 4.0]], dtype=np.float32)
     selector = build_selector(kind).fit(means)
     assert selector.select(np.array([[1.0, 1.0], [3.0, 3.0]], dtype=np.float32)).tolist() == [0, 1]
@@ -160,7 +160,7 @@ def test_selector_accepts_numpy_and_rejects_other_types(kind):
         selector.select("features")
 
 
-def test_selector_rejects_means_beyond_float32_range():
+def test_fit_rejects_invalid_means():
     with pytest.raises(ValueError, match="beyond the float32 range"):
         TorchSelector().fit(torch.tensor([[1e40, 0.0], [1.0, 1.0]], dtype=torch.float64))
     with pytest.raises(ValueError, match=r"D >= 1"):
@@ -168,7 +168,7 @@ def test_selector_rejects_means_beyond_float32_range():
 
 
 @pytest.mark.parametrize("selector_class", SELECTORS)
-def test_selector_exact_tie_that_float64_rounds_apart(selector_class):
+def test_exact_tie_rounded_apart(selector_class):
     # All six means are at exactly the same distance from the feature. Float64 sums of squares
     # in different orders round the last one lower, yet the tie must go to class 0.
     means = torch.tensor([[0.0, 0.02, 0.02, 0.02, 0.02]] * 5 + [[0.02, 0.02, 0.0, 0.02, 0.02]])
@@ -178,7 +178,7 @@ def test_selector_exact_tie_that_float64_rounds_apart(selector_class):
 
 
 @pytest.mark.parametrize("kind", ["torch", "faiss", "numba", "auto"])
-def test_selector_accepts_reversed_and_read_only_arrays(kind):
+def test_reversed_and_read_only_arrays(kind):
     means = np.array([[0.0, 0.0], [4.0, 4.0]], dtype=np.float32)
     features = np.array([[3.0, 3.0], [1.0, 1.0]], dtype=np.float32)
     selector = build_selector(kind).fit(means)
@@ -188,7 +188,7 @@ def test_selector_accepts_reversed_and_read_only_arrays(kind):
 
 
 @pytest.mark.parametrize("kind", ["torch", "faiss", "numba", "auto"])
-def test_single_class_selector_rejects_nan_and_bad_shapes(kind):
+def test_single_class_checks_features(kind):
     selector = build_selector(kind).fit(torch.zeros(1, 2))
     assert selector.select(torch.ones(3, 2)).tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match=r"NaN or infinite values in 2 rows \(the first is row 0\)"):
